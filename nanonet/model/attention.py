@@ -1,0 +1,166 @@
+"""Varlen self-attention over packed tokens, one function per backend, picked from a table.
+
+Every backend takes q, k, v of shape (T, nh, hs) for a packed batch and returns
+(T, nh, hs). `window` is the half-window of a local layer (a token attends to keys at
+distance <= window on either side) or -1 for a global layer; every backend honours it.
+
+| backend      | where                                   |
+|--------------|-----------------------------------------|
+| flash        | CUDA, flash-attn installed, fp16/bf16   |
+| torch_varlen | CUDA sm80+, torch >= 2.10, fp16/bf16    |
+| sdpa         | anywhere: padded SDPA with a band mask  |
+| reference    | anywhere: a per-sequence loop, for tests|
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from nanonet.model.packing import Packed, pad, unpad
+
+AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Packed, int, float, float], torch.Tensor]
+
+
+def flash_attention(q, k, v, batch: Packed, window: int, scale: float, dropout_p: float) -> torch.Tensor:
+    from flash_attn import flash_attn_varlen_func
+
+    return flash_attn_varlen_func(
+        q, k, v, batch.cu_seqlens, batch.cu_seqlens, batch.max_seqlen, batch.max_seqlen,
+        dropout_p=dropout_p, softmax_scale=scale, causal=False, window_size=(window, window),
+    )  # fmt: skip
+
+
+def torch_varlen_attention(q, k, v, batch: Packed, window: int, scale: float, dropout_p: float) -> torch.Tensor:
+    # torch's varlen kernel has no dropout; attention dropout is skipped on this path.
+    from torch.nn.attention.varlen import varlen_attn
+
+    return varlen_attn(
+        q, k, v, batch.cu_seqlens, batch.cu_seqlens, batch.max_seqlen, batch.max_seqlen,
+        scale=scale, window_size=(window, window),
+    )  # fmt: skip
+
+
+def _band_mask(batch: Packed, window: int) -> torch.Tensor:
+    """(B, 1, L, L) bool, True where query i may attend key j; cached per batch and window."""
+    key = f"band_mask:{window}"
+    if key not in batch.cache:
+        L, dev = batch.max_seqlen, batch.cu_seqlens.device
+        pos = torch.arange(L, device=dev)
+        valid = pos[None, :] < batch.lengths[:, None]  # (B, L)
+        allowed = valid[:, None, :].expand(-1, L, -1)  # keys that exist
+        if window >= 0:
+            allowed = allowed & ((pos[:, None] - pos[None, :]).abs() <= window)
+        # Pad query rows see every key: a row with nothing to attend to gives NaN, which
+        # would leak into gradients even though the row is dropped on unpad.
+        allowed = allowed | ~valid[:, :, None]
+        batch.cache[key] = allowed[:, None]
+    return batch.cache[key]
+
+
+def sdpa_attention(q, k, v, batch: Packed, window: int, scale: float, dropout_p: float) -> torch.Tensor:
+    """Pad to (B, nh, L, hs), run SDPA with a padding + band mask, unpad."""
+    qp, kp, vp = (pad(t, batch).transpose(1, 2) for t in (q, k, v))  # (B, nh, L, hs)
+    mask = None
+    if window >= 0 or batch.num_tokens != batch.batch_size * batch.max_seqlen:
+        mask = _band_mask(batch, window)
+    out = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+    return unpad(out.transpose(1, 2), batch)  # (T, nh, hs)
+
+
+def reference_attention(q, k, v, batch: Packed, window: int, scale: float, dropout_p: float) -> torch.Tensor:
+    """One sequence at a time, softmax(q k^T * scale + band) v written out: the ground truth."""
+    out = []
+    bounds = batch.cu_seqlens.tolist()
+    for s, e in zip(bounds[:-1], bounds[1:]):
+        qs, ks, vs = (t[s:e].transpose(0, 1) for t in (q, k, v))  # (nh, l, hs)
+        scores = (qs @ ks.transpose(-1, -2)).float() * scale  # (nh, l, l)
+        if window >= 0:
+            pos = torch.arange(e - s, device=q.device)
+            scores = scores.masked_fill((pos[:, None] - pos[None, :]).abs() > window, float("-inf"))
+        probs = F.dropout(scores.softmax(-1), dropout_p).to(vs.dtype)
+        out.append((probs @ vs).transpose(0, 1))  # (l, nh, hs)
+    return torch.cat(out)
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    fn: AttentionFn
+    # returns None when usable on (device, dtype, head_size), else why not
+    unavailable: Callable[[torch.device, torch.dtype, int], str | None]
+
+
+def _cuda_half(device: torch.device, dtype: torch.dtype) -> str | None:
+    if device.type != "cuda":
+        return "needs a CUDA device"
+    if dtype not in (torch.float16, torch.bfloat16):
+        return f"needs fp16/bf16, got {str(dtype).removeprefix('torch.')}"
+    return None
+
+
+def _flash_unavailable(device, dtype, head_size) -> str | None:
+    if why := _cuda_half(device, dtype):
+        return why
+    if importlib.util.find_spec("flash_attn") is None:
+        return "flash-attn is not installed (pip install 'nanonet[gpu]')"
+    if head_size > 256 or head_size % 8:
+        return f"head size {head_size} unsupported"
+    return None
+
+
+def _torch_varlen_unavailable(device, dtype, head_size) -> str | None:
+    if why := _cuda_half(device, dtype):
+        return why
+    if importlib.util.find_spec("torch.nn.attention.varlen") is None:
+        return f"torch {torch.__version__} has no nn.attention.varlen (needs >= 2.10)"
+    if torch.cuda.get_device_capability(device) < (8, 0):
+        return "needs compute capability >= 8.0"
+    return None
+
+
+BACKENDS: dict[str, Backend] = {
+    "flash": Backend("flash", flash_attention, _flash_unavailable),
+    "torch_varlen": Backend("torch_varlen", torch_varlen_attention, _torch_varlen_unavailable),
+    "sdpa": Backend("sdpa", sdpa_attention, lambda device, dtype, head_size: None),
+    "reference": Backend("reference", reference_attention, lambda device, dtype, head_size: None),
+}
+AUTO_ORDER = ("flash", "torch_varlen", "sdpa")  # fastest first
+
+
+@functools.lru_cache(maxsize=None)
+def pick_backend(device: torch.device, dtype: torch.dtype, head_size: int, requested: str = "auto") -> Backend:
+    """The backend to run on (device, dtype): `requested` if usable, else the first usable
+    one in AUTO_ORDER. On CUDA, falling back from a faster backend warns once."""
+    if requested != "auto":
+        if requested not in BACKENDS:
+            raise ValueError(f"unknown attention backend '{requested}' (known: {', '.join(BACKENDS)})")
+        backend = BACKENDS[requested]
+        if why := backend.unavailable(device, dtype, head_size):
+            raise ValueError(f"attention backend '{requested}' is unavailable here: {why}")
+        return backend
+    skipped = []
+    for name in AUTO_ORDER:
+        backend = BACKENDS[name]
+        why = backend.unavailable(device, dtype, head_size)
+        if why is None:
+            if skipped and device.type == "cuda":
+                warnings.warn(
+                    f"nanonet attention on {device.type}/{str(dtype).removeprefix('torch.')}: using '{name}'; "
+                    + "; ".join(f"'{n}' {w}" for n, w in skipped),
+                    stacklevel=2,
+                )
+            return backend
+        skipped.append((name, why))
+    raise AssertionError("sdpa is always available")
+
+
+def describe_backends(device: torch.device, dtype: torch.dtype, head_size: int) -> list[tuple[str, str | None]]:
+    """(name, reason it is unavailable or None) for every backend, for `nanonet info`."""
+    return [(name, b.unavailable(device, dtype, head_size)) for name, b in BACKENDS.items()]

@@ -1,0 +1,88 @@
+"""Fixtures: tiny random Hugging Face checkpoints the tests write themselves, and sentences."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+WORDS = [f"w{i}" for i in range(90)]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+SENTENCES = [
+    "The central bank raised interest rates by half a point on Tuesday.",
+    "Goal!",
+    "Researchers released a new open-source compiler for embedded processors, claiming "
+    "large gains in code size and energy use on common microcontroller benchmarks.",
+    "Oil prices fell as supply worries eased.",
+    "Who won the match last night between the two league leaders?",
+]
+
+
+def write_tokenizer(directory: Path) -> None:
+    """A word-level fast tokenizer with BERT's special tokens, as tokenizer.json."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    vocab = {t: i for i, t in enumerate(SPECIAL + WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
+    )
+    tok.save(str(directory / "tokenizer.json"))
+
+
+def _save(model, directory: Path) -> Path:
+    # Random init leaves norms at 1/0 and biases at 0: perturb every parameter, so a
+    # misplaced norm or a bias fused in the wrong order shows up in parity tests.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    model.save_pretrained(directory, safe_serialization=True)
+    write_tokenizer(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=6, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=64, type_vocab_size=2)  # fmt: skip
+    return _save(BertModel(cfg).eval(), tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_distilbert_dir(tmp_path_factory) -> Path:
+    from transformers import DistilBertConfig, DistilBertModel
+
+    torch.manual_seed(0)
+    cfg = DistilBertConfig(vocab_size=100, dim=32, n_layers=3, n_heads=4, hidden_dim=64, max_position_embeddings=64)
+    return _save(DistilBertModel(cfg).eval(), tmp_path_factory.mktemp("tiny-distilbert"))
+
+
+MODERNBERT_WINDOW = 8  # total window: a local token sees 4 neighbours each side, far fewer than the sequences
+
+
+@pytest.fixture(scope="session")
+def tiny_modernbert_dir(tmp_path_factory) -> Path:
+    from transformers import ModernBertConfig, ModernBertModel
+
+    torch.manual_seed(0)
+    cfg = ModernBertConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=6, num_attention_heads=4, intermediate_size=48,
+        max_position_embeddings=128, global_attn_every_n_layers=3, local_attention=MODERNBERT_WINDOW,
+        pad_token_id=0, bos_token_id=2, eos_token_id=3, cls_token_id=2, sep_token_id=3,
+    )  # fmt: skip
+    directory = _save(ModernBertModel(cfg).eval(), tmp_path_factory.mktemp("tiny-modernbert"))
+    assert json.loads((directory / "config.json").read_text())["model_type"] == "modernbert"
+    return directory
+
+
+def random_sequences(lengths: list[int], vocab: int = 100, seed: int = 0) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(5, vocab, (n,), generator=g).tolist() for n in lengths]

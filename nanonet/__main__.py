@@ -1,0 +1,3 @@
+from nanonet.cli import main
+
+main()

@@ -90,3 +90,27 @@ def tiny_modernbert_dir(tmp_path_factory) -> Path:
 def random_sequences(lengths: list[int], vocab: int = 100, seed: int = 0) -> list[list[int]]:
     g = torch.Generator().manual_seed(seed)
     return [torch.randint(5, vocab, (n,), generator=g).tolist() for n in lengths]
+
+
+def write_synthetic_data(directory: Path, per_class: dict[str, int], seed: int = 0, classes: int = 3) -> Path:
+    """A small topic-classification set the tiny tokenizer understands: each class draws
+    most words from its own slice of the vocabulary, the rest from a shared slice."""
+    import random
+
+    rng = random.Random(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    names = ["alpha", "beta", "gamma", "delta"][:classes]
+    for split, n in per_class.items():
+        with (directory / f"{split}.jsonl").open("w") as f:
+            for _ in range(n):
+                for c, name in enumerate(names):
+                    own = WORDS[c * 20 : (c + 1) * 20]
+                    shared = WORDS[80:]
+                    words = [rng.choice(own if rng.random() < 0.6 else shared) for _ in range(rng.randint(4, 30))]
+                    f.write(json.dumps({"text": " ".join(words), "label": name}) + "\n")
+    return directory
+
+
+@pytest.fixture()
+def tiny_data(tmp_path) -> Path:
+    return write_synthetic_data(tmp_path / "data", {"train": 40, "dev": 8, "test": 12})

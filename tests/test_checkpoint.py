@@ -27,8 +27,7 @@ LABELS = ["World", "Sports", "Business", "Sci/Tech"]
 def _classifier(model_dir: Path, pooling: str = "mean") -> NanoClassifier:
     teacher = load_pretrained(str(model_dir)).encoder
     student = make_student(teacher, [0, 2, 4])
-    model = NanoClassifier(student.config, len(LABELS), pooling=pooling)
-    model.encoder.load_state_dict(student.state_dict())
+    model = NanoClassifier(student, len(LABELS), pooling=pooling)
     with torch.no_grad():
         model.head.weight.normal_()
     return model.eval()

@@ -11,15 +11,14 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from nanonet.errors import NanonetError
+from nanonet.fsutil import atomic_dir
 from nanonet.model.config import EncoderConfig
 from nanonet.model.encoder import NanoClassifier, NanoEncoder
 
@@ -95,9 +94,7 @@ def save_checkpoint(path: str | Path, model: NanoClassifier, labels: list[str], 
         raise NanonetError(f"{path}: {len(labels)} labels for a head with {model.head.out_features} outputs")
     if not (tokenizer_dir / "tokenizer.json").is_file():
         raise NanonetError(f"{tokenizer_dir}: missing tokenizer.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:
         config = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -114,26 +111,7 @@ def save_checkpoint(path: str | Path, model: NanoClassifier, labels: list[str], 
         for name in TOKENIZER_FILES:
             if (tokenizer_dir / name).is_file():
                 shutil.copyfile(tokenizer_dir / name, tmp / name)
-        _replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Move `new` to `target`; an existing `target` survives until the move is done."""
-    if not target.exists():
-        os.rename(new, target)
-        return
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    os.rename(target, old)
-    try:
-        os.rename(new, target)
-    except BaseException:
-        os.rename(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

@@ -146,8 +146,11 @@ class NanoEncoder(nn.Module):
         self.layers = nn.ModuleList(BLOCKS[cfg.family](cfg, i) for i in range(cfg.num_layers))
         self.final_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps) if cfg.family == "modernbert" else nn.Identity()
 
-    def forward(self, batch: Packed) -> torch.Tensor:
+    def forward(self, batch: Packed, noise_std: float = 0.0) -> torch.Tensor:
+        """`noise_std` adds Gaussian noise to the embeddings (a data view for training)."""
         x = self.embeddings(batch)  # (T, H)
+        if noise_std > 0:
+            x = x + noise_std * torch.randn_like(x)
         for layer in self.layers:
             x = layer(x, batch, self.attention)
         return self.final_norm(x)
@@ -166,21 +169,25 @@ def pool(x: torch.Tensor, batch: Packed, how: str) -> torch.Tensor:
 class NanoClassifier(nn.Module):
     """Packed encoder, per-sequence pooling and a linear head: `forward(batch) -> (B, C)` logits."""
 
-    def __init__(self, cfg: EncoderConfig, num_labels: int, pooling: str = "mean", dropout: float = 0.1):
+    def __init__(self, encoder: EncoderConfig | NanoEncoder, num_labels: int, pooling: str = "mean", dropout: float = 0.1):
+        """`encoder`: a config (a new encoder is built) or an encoder to use as it is."""
         super().__init__()
         if pooling not in ("cls", "mean"):
             raise ValueError(f"unknown pooling '{pooling}' (known: cls, mean)")
         self.pooling = pooling
-        self.encoder = NanoEncoder(cfg)
+        self.encoder = encoder if isinstance(encoder, NanoEncoder) else NanoEncoder(encoder)
         self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(cfg.hidden_size, num_labels)
+        self.head = nn.Linear(self.encoder.config.hidden_size, num_labels)
 
     @property
     def config(self) -> EncoderConfig:
         return self.encoder.config
 
-    def embed(self, batch: Packed) -> torch.Tensor:  # (B, H)
-        return pool(self.encoder(batch), batch, self.pooling)
+    def embed(self, batch: Packed, noise_std: float = 0.0) -> torch.Tensor:  # (B, H)
+        return pool(self.encoder(batch, noise_std), batch, self.pooling)
 
-    def forward(self, batch: Packed) -> torch.Tensor:  # (B, C)
-        return self.head(self.drop(self.embed(batch)))
+    def forward(self, batch: Packed, noise_std: float = 0.0, return_embedding: bool = False):
+        """(B, C) logits; with `return_embedding`, also the pooled (B, H) embedding."""
+        embedding = self.embed(batch, noise_std)
+        logits = self.head(self.drop(embedding))
+        return (logits, embedding) if return_embedding else logits

@@ -1,0 +1,1 @@
+"""Data: reading tables, the label-scarce protocol, tokenization and token-budget batches."""

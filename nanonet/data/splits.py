@@ -1,0 +1,149 @@
+"""The label-scarce protocol: N labeled examples per class from train, the rest unlabeled.
+
+Model selection uses the dev split when there is one; otherwise a small dev set is
+held out from train (never from the labeled examples) and the report says how many per
+class. Evaluation uses test when given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nanonet.data.tables import SUFFIXES, Table, read_table
+from nanonet.errors import NanonetError
+
+
+@dataclass
+class Splits:
+    """What training sees. `unlabeled` never carries labels; the labels of the train rows
+    that became unlabeled are hidden from training."""
+
+    labels: list[str]  # class names, sorted; index = class id
+    labeled_texts: list[str]
+    labeled_ids: list[int]
+    unlabeled_texts: list[str]
+    dev_texts: list[str]
+    dev_ids: list[int]
+    test_texts: list[str] = field(default_factory=list)
+    test_ids: list[int] = field(default_factory=list)
+    dev_source: str = "dev"  # "dev" file, or "held out from train"
+    dev_per_class: int | None = None  # set when dev was held out
+
+    def summary(self) -> dict:
+        return {
+            "classes": len(self.labels), "labeled": len(self.labeled_texts), "unlabeled": len(self.unlabeled_texts),
+            "dev": len(self.dev_texts), "test": len(self.test_texts), "dev_source": self.dev_source,
+            "dev_per_class": self.dev_per_class,
+        }  # fmt: skip
+
+
+def find_split_files(directory: Path) -> dict[str, Path]:
+    """{'train': path, 'dev': path, 'test': path} for the files in a data directory."""
+    found: dict[str, Path] = {}
+    aliases = {"train": "train", "dev": "dev", "validation": "dev", "valid": "dev", "val": "dev", "test": "test"}
+    for path in sorted(directory.iterdir()):
+        split = aliases.get(path.stem.lower())
+        if split and path.suffix.lower() in SUFFIXES and path.suffix.lower() != ".txt":
+            if split in found:
+                raise NanonetError(f"{directory}: two files for the {split} split ({found[split].name}, {path.name})")
+            found[split] = path
+    if "train" not in found:
+        raise NanonetError(f"{directory}: no train file (expected train.jsonl, train.csv, train.tsv or train.parquet)")
+    return found
+
+
+def load_tables(data: str, text_col: str = "text", label_col: str = "label") -> dict[str, Table]:
+    """A data directory, a single train file, or a `datasets` name -> {'train', 'dev'?, 'test'?}."""
+    path = Path(data)
+    if path.is_dir():
+        return {s: read_table(p, text_col, label_col, need_labels=True) for s, p in find_split_files(path).items()}
+    if path.is_file():
+        return {"train": read_table(path, text_col, label_col, need_labels=True)}
+    if path.suffix.lower() in SUFFIXES or data.startswith((".", "/", "~")):
+        raise NanonetError(f"--data: {data}: no such file or directory")
+    return _load_hub_dataset(data, text_col, label_col)
+
+
+def _load_hub_dataset(name: str, text_col: str, label_col: str) -> dict[str, Table]:
+    try:
+        import datasets
+    except ImportError:
+        raise NanonetError(f"--data {name}: loading a hub dataset needs 'datasets' (pip install 'nanonet[train]')") from None
+    try:
+        ds = datasets.load_dataset(name)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise NanonetError(f"--data {name}: not a local path, and could not load it from the hub ({reason})") from None
+    tables: dict[str, Table] = {}
+    for split, key in (("train", "train"), ("dev", "validation"), ("test", "test")):
+        if key not in ds:
+            continue
+        part = ds[key]
+        for col in (text_col, label_col):
+            if col not in part.column_names:
+                raise NanonetError(f"--data {name}: split '{key}' has no column '{col}' (have: {', '.join(part.column_names)})")
+        feature = part.features[label_col]
+        names = getattr(feature, "names", None)
+        labels = [names[x] if names else str(x) for x in part[label_col]]
+        tables[split] = Table(f"{name}[{key}]", list(part[text_col]), labels)
+    if "train" not in tables:
+        raise NanonetError(f"--data {name}: the dataset has no train split")
+    return tables
+
+
+def label_scarce(
+    tables: dict[str, Table], labels_per_class: int, seed: int, extra_unlabeled: list[str] | None = None, dev_per_class: int | None = None
+) -> Splits:
+    """Draw N labeled examples per class from train with `seed`; the rest becomes unlabeled.
+
+    Without a dev split, `dev_per_class` (default N) more per class are held out as dev."""
+    train = tables["train"]
+    assert train.labels is not None
+    classes = sorted(set(train.labels))
+    if len(classes) < 2:
+        raise NanonetError(f"{train.path}: needs at least 2 classes, found {len(classes)}")
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index[c] for c in train.labels])
+    hold_dev = "dev" not in tables
+    per_dev = (dev_per_class or labels_per_class) if hold_dev else 0
+    rng = np.random.default_rng(seed)
+    labeled, dev = [], []
+    for c, name in enumerate(classes):
+        rows = np.flatnonzero(y == c)
+        if len(rows) < labels_per_class + per_dev:
+            need = f"{labels_per_class} labeled" + (f" + {per_dev} dev" if per_dev else "")
+            raise NanonetError(f"{train.path}: class '{name}' has {len(rows)} examples, fewer than {need}")
+        picked = rng.permutation(rows)[: labels_per_class + per_dev]
+        labeled += picked[:labels_per_class].tolist()
+        dev += picked[labels_per_class:].tolist()
+    taken = set(labeled) | set(dev)
+    unlabeled = [t for i, t in enumerate(train.texts) if i not in taken] + list(extra_unlabeled or [])
+    labeled = rng.permutation(labeled).tolist()
+
+    def ids(table: Table) -> list[int]:
+        assert table.labels is not None
+        for row, label in enumerate(table.labels, start=1):
+            if label not in index:
+                raise NanonetError(f"{table.path}: row {row}: label '{label}' does not occur in train")
+        return [index[label] for label in table.labels]
+
+    if hold_dev:
+        dev_texts, dev_ids = [train.texts[i] for i in dev], [int(y[i]) for i in dev]
+    else:
+        dev_texts, dev_ids = tables["dev"].texts, ids(tables["dev"])
+    test = tables.get("test")
+    return Splits(
+        labels=classes,
+        labeled_texts=[train.texts[i] for i in labeled],
+        labeled_ids=[int(y[i]) for i in labeled],
+        unlabeled_texts=unlabeled,
+        dev_texts=dev_texts,
+        dev_ids=dev_ids,
+        test_texts=test.texts if test else [],
+        test_ids=ids(test) if test else [],
+        dev_source="held out from train" if hold_dev else "dev",
+        dev_per_class=per_dev if hold_dev else None,
+    )

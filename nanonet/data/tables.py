@@ -1,0 +1,115 @@
+"""Read labeled or unlabeled text from JSON Lines, CSV, TSV, Parquet or plain text.
+
+Every problem is a one-line NanonetError naming the file and, where there is one, the
+row (1-based, counting data rows; for CSV/TSV the header is row 0).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from nanonet.errors import NanonetError
+
+SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv",
+            ".parquet": "parquet", ".txt": "text"}  # fmt: skip
+
+
+@dataclass
+class Table:
+    """Texts with their labels (None where the file has no labels)."""
+
+    path: str
+    texts: list[str]
+    labels: list[str] | None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def read_table(path: str | Path, text_col: str = "text", label_col: str | None = "label", need_labels: bool = False) -> Table:
+    """Read one file. `label_col=None` reads text only; `need_labels` makes a missing label column an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise NanonetError(f"{path}: no such file")
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise NanonetError(f"{path}: unknown file type '{path.suffix}' (use {', '.join(sorted(SUFFIXES))})")
+    if kind == "text":
+        text_col, label_col = "text", None  # one text per line, no labels
+    rows = {"jsonl": _jsonl, "csv": _csv, "tsv": _csv, "parquet": _parquet, "text": _text}[kind](path, kind)
+    try:
+        return _collect(path, rows, text_col, label_col, need_labels)
+    except UnicodeDecodeError as e:
+        raise NanonetError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise NanonetError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except csv.Error as e:
+        raise NanonetError(f"{path}: not valid CSV ({e})") from None
+
+
+def _collect(path: Path, rows, text_col: str, label_col: str | None, need_labels: bool) -> Table:
+    texts: list[str] = []
+    labels: list[str] | None = [] if label_col else None
+    for i, row in enumerate(rows, start=1):
+        if text_col not in row:
+            raise NanonetError(f"{path}: row {i}: missing column '{text_col}' (have: {', '.join(map(str, row)) or 'none'})")
+        text = row[text_col]
+        if not isinstance(text, str) or not text.strip():
+            raise NanonetError(f"{path}: row {i}: empty text in column '{text_col}'")
+        texts.append(text)
+        if labels is not None:
+            if label_col not in row or row[label_col] is None or str(row[label_col]).strip() == "":
+                if i == 1 and label_col not in row and not need_labels:
+                    labels = None  # an unlabeled file
+                    continue
+                raise NanonetError(f"{path}: row {i}: missing label in column '{label_col}'")
+            labels.append(str(row[label_col]))
+    if not texts:
+        raise NanonetError(f"{path}: no rows")
+    if need_labels and labels is None:
+        raise NanonetError(f"{path}: missing column '{label_col}'")
+    return Table(str(path), texts, labels)
+
+
+def _jsonl(path: Path, kind: str):
+    with path.open(encoding="utf-8") as f:
+        for i, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise NanonetError(f"{path}: row {i}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise NanonetError(f"{path}: row {i}: expected a JSON object")
+            yield row
+
+
+def _csv(path: Path, kind: str):
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t" if kind == "tsv" else ",")
+        if reader.fieldnames is None:
+            return
+        yield from reader
+
+
+def _parquet(path: Path, kind: str):
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise NanonetError(f"{path}: reading Parquet needs pyarrow (pip install 'nanonet[train]')") from None
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow raises its own error types for corrupt files
+        raise NanonetError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
+    yield from table.to_pylist()
+
+
+def _text(path: Path, kind: str):
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield {"text": line.rstrip("\n")}

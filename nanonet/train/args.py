@@ -1,0 +1,126 @@
+"""TrainArgs: every setting of a NanoNet training run, one documented field each.
+
+The report stores all of them, so a run can be reproduced from its report.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from nanonet.errors import NanonetError
+
+TRAINABLE = ("bias", "bias+norm", "all")
+VIEWS = ("cutoff", "noise", "dropout")
+
+
+@dataclass
+class TrainArgs:
+    data: str
+    """A directory with train/dev/test files, a single train file, or a `datasets` name."""
+    out: str
+    """Run directory: student/, teacher/, report.json and the resume state go here."""
+    labels_per_class: int = 10
+    """N: labeled examples drawn per class from train; the rest of train becomes unlabeled."""
+    seed: int = 1
+    """Seeds the label draw, the batch order, dropout and data views."""
+    teacher: str = "sentence-transformers/all-MiniLM-L6-v2"
+    """Teacher: a local Hugging Face checkpoint, a hub id, or the default (packaged) MiniLM."""
+    text_col: str = "text"
+    """Column holding the text."""
+    label_col: str = "label"
+    """Column holding the label."""
+    unlabeled: list[str] = field(default_factory=list)
+    """Extra files of unlabeled text added to the unlabeled pool."""
+    dev_per_class: int | None = None
+    """Without a dev file: examples per class held out from train for model selection (default N)."""
+    students: int = 2
+    """K: number of students in the cohort."""
+    student_layers: list[list[int]] | None = None
+    """Teacher layers of each student; default: even and odd layers (0,2,4 / 1,3,5 of 6)."""
+    trainable: str = "bias"
+    """'bias' (bias terms and the classifier heads), 'bias+norm' (also LayerNorm weights), or 'all'."""
+    steps: int | None = None
+    """Optimizer steps; default: `epochs` passes over the unlabeled pool."""
+    epochs: float = 1.0
+    """Passes over the unlabeled pool when `steps` is not given."""
+    labeled_tokens: int = 2048
+    """Token budget of a labeled batch (real tokens, no padding)."""
+    unlabeled_tokens: int = 4096
+    """Token budget of an unlabeled batch."""
+    lr: float | None = None
+    """AdamW learning rate of encoder parameters; default 3e-3 for 'bias'/'bias+norm', 5e-5 for 'all'."""
+    head_lr: float = 1e-2
+    """AdamW learning rate of the classifier heads and the hidden-state projections."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    warmup: float = 0.06
+    """Fraction of steps with a linear learning-rate warm-up (then linear decay to zero)."""
+    teacher_warmup_steps: int = 30
+    """Steps in which only the teacher trains on the labels before the students distil from it."""
+    temperature: float = 2.0
+    """Temperature of the logit distillation (KL, scaled by T^2)."""
+    kd_weight: float = 1.0
+    """Weight of teacher -> student distillation on unlabeled text."""
+    hidden_weight: float = 0.0
+    """Weight of hidden-state distillation (MSE through a learned projection); 0 turns it off."""
+    mutual_weight: float = 1.0
+    """Final weight of mutual learning between students (each against its detached peers)."""
+    mutual_loss: str = "mse"
+    """'mse' on probabilities or 'kl' between students' distributions."""
+    mutual_rampup: float = 0.3
+    """Fraction of training over which the mutual-learning weight ramps up linearly from 0."""
+    views: list[str] = field(default_factory=lambda: ["cutoff", "noise"])
+    """Data view per student, cycled: 'cutoff' (drop tokens), 'noise' (embedding noise), 'dropout' (dropout only)."""
+    cutoff_rate: float = 0.1
+    """Share of tokens (never the first or last) dropped by the 'cutoff' view."""
+    noise_std: float = 0.05
+    """Std of the Gaussian noise added to embeddings by the 'noise' view."""
+    eval_every: int = 50
+    """Evaluate on dev (and write the resume state) every M steps."""
+    eval_tokens: int = 16384
+    """Token budget of evaluation batches."""
+    attention: str = "auto"
+    """Attention backend: auto, flash, torch_varlen, sdpa, reference."""
+    max_length: int | None = None
+    """Truncate texts to this many tokens (default: the teacher's max length)."""
+    resume: bool = False
+    """Continue from the run directory's last saved state."""
+    threads: int | None = None
+    """CPU threads for torch (default: torch's choice)."""
+
+    def validate(self) -> None:
+        def bad(flag: str, msg: str) -> NanonetError:
+            return NanonetError(f"--{flag.replace('_', '-')}: {msg}")
+
+        if self.labels_per_class < 1:
+            raise bad("labels_per_class", "must be >= 1")
+        if self.students < 1:
+            raise bad("students", "must be >= 1")
+        if self.trainable not in TRAINABLE:
+            raise bad("trainable", f"must be one of {', '.join(TRAINABLE)}, got '{self.trainable}'")
+        if self.student_layers is not None and len(self.student_layers) != self.students:
+            raise bad("student_layers", f"gives {len(self.student_layers)} layer lists for {self.students} students")
+        if self.steps is not None and self.steps < 1:
+            raise bad("steps", "must be >= 1")
+        if self.epochs <= 0:
+            raise bad("epochs", "must be > 0")
+        if self.mutual_loss not in ("mse", "kl"):
+            raise bad("mutual_loss", "must be mse or kl")
+        if any(v not in VIEWS for v in self.views) or not self.views:
+            raise bad("views", f"each must be one of {', '.join(VIEWS)}")
+        if not 0 <= self.cutoff_rate < 1:
+            raise bad("cutoff_rate", "must be in [0, 1)")
+        if self.eval_every < 1:
+            raise bad("eval_every", "must be >= 1")
+        for name in ("labeled_tokens", "unlabeled_tokens", "eval_tokens"):
+            if getattr(self, name) < 16:
+                raise bad(name, "must be >= 16")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainArgs":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})

@@ -1,0 +1,42 @@
+"""The loss terms of one NanoNet step, each a plain function of logits (or states)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def supervised(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on labeled text."""
+    return F.cross_entropy(logits, labels)
+
+
+def distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) at temperature T, scaled by T^2 so its gradient keeps its size."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher.detach() / t, -1), log_target=True, reduction="batchmean") * t * t
+
+
+def hidden_distillation(student_states: torch.Tensor, teacher_states: torch.Tensor, projection: torch.nn.Module) -> torch.Tensor:
+    """MSE between projected student states and the teacher's (same packed tokens)."""
+    return F.mse_loss(projection(student_states), teacher_states.detach())
+
+
+def mutual(student: torch.Tensor, peers: list[torch.Tensor], kind: str = "mse") -> torch.Tensor:
+    """Each student against its detached peers: MSE of probabilities, or KL(peer || student)."""
+    if not peers:
+        return student.new_zeros(())
+    terms = []
+    for peer in peers:
+        if kind == "mse":
+            terms.append(F.mse_loss(student.softmax(-1), peer.detach().softmax(-1)))
+        else:
+            terms.append(F.kl_div(F.log_softmax(student, -1), F.log_softmax(peer.detach(), -1), log_target=True, reduction="batchmean"))
+    return torch.stack(terms).mean()
+
+
+def ramp(step: int, total: int, fraction: float) -> float:
+    """Linear ramp from 0 to 1 over the first `fraction` of `total` steps."""
+    if fraction <= 0:
+        return 1.0
+    return min(1.0, step / max(1.0, fraction * total))

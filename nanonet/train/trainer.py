@@ -1,0 +1,304 @@
+"""`train(args)`: the NanoNet method, top to bottom.
+
+1. data: N labels per class, the rest unlabeled; tokenize once; token-budget batches
+2. cohort: teacher + head; K students from layer selections of the teacher, new heads
+3. trainable parameters: bias terms + heads (or bias+norm, or all)
+4. steps: teacher CE; then per student CE + distillation + mutual learning on its view
+5. every M steps: dev evaluation, each member keeps its best state, resume state saved
+6. end: best states restored, test evaluation, best student -> RUN/student, report.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from nanonet import __version__
+from nanonet.data.splits import Splits, label_scarce, load_tables
+from nanonet.data.tables import read_table
+from nanonet.data.tokens import BatchStream, Tokenized, budget_batches, padding_share, tokenize
+from nanonet.errors import NanonetError
+from nanonet.fsutil import atomic_write_text
+from nanonet.model.checkpoint import make_student, save_checkpoint
+from nanonet.model.encoder import NanoClassifier
+from nanonet.model.hf import load_pretrained
+from nanonet.model.packing import Packed
+from nanonet.train import distributed as dist
+from nanonet.train.args import TrainArgs
+from nanonet.train.cohort import Cohort, StepInputs
+from nanonet.train.losses import ramp
+from nanonet.train.metrics import accuracy, macro_f1
+from nanonet.train.peft import set_trainable
+from nanonet.train.state import load_state, save_state, trainable_state
+from nanonet.train.views import cutoff, packed_rows
+
+LAB_SALT, UNL_SALT = 1, 2
+
+
+@dataclass
+class Member:
+    """A teacher or student with its best dev result so far."""
+
+    name: str
+    model: NanoClassifier
+    layers: list[int]
+    view: str | None
+    trainable: int = 0
+    total: int = 0
+    best: dict = field(default_factory=lambda: {"accuracy": -1.0, "macro_f1": -1.0, "step": 0})
+    best_state: dict[str, torch.Tensor] | None = None
+
+
+def default_student_layers(num_layers: int, k: int) -> list[list[int]]:
+    """K interleaved selections of half the layers: 6 layers, K=2 -> [0,2,4], [1,3,5]."""
+    size = max(1, num_layers // 2)
+    stride = max(1, num_layers // size)
+    return [[(j * stride + i) % num_layers for j in range(size)] for i in range(k)]
+
+
+def evaluate(model: NanoClassifier, tokens: Tokenized, gold: list[int], num_classes: int, max_tokens: int,
+             device: torch.device) -> dict:  # fmt: skip
+    """Accuracy and macro-F1 of `model` on tokenized texts (eval mode, no grad)."""
+    if not len(gold):
+        return {"accuracy": None, "macro_f1": None, "n": 0}
+    pred = predict(model, tokens, max_tokens, device)
+    y = np.asarray(gold)
+    return {"accuracy": accuracy(pred, y), "macro_f1": macro_f1(pred, y, num_classes), "n": len(y)}
+
+
+def predict(model: NanoClassifier, tokens: Tokenized, max_tokens: int, device: torch.device) -> np.ndarray:
+    was_training = model.training
+    model.eval()
+    pred = np.empty(len(tokens), dtype=np.int64)
+    with torch.no_grad(), _autocast(device):
+        for rows in budget_batches(tokens.lengths, max_tokens, rng=None):
+            pred[rows] = model(packed_rows(tokens, rows).to(device)).argmax(-1).cpu().numpy()
+    model.train(was_training)
+    return pred
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def _digest(texts: list[str], labels: list[int] | None = None) -> str:
+    h = hashlib.sha256()
+    for i, t in enumerate(texts):
+        h.update(t.encode())
+        h.update(b"\0" if labels is None else f"\0{labels[i]}\0".encode())
+    return h.hexdigest()
+
+
+def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None] | None = None) -> dict:
+    """Run NanoNet training; returns the report (also written to OUT/report.json)."""
+    args.validate()
+    ctx = dist.setup()
+    out = Path(args.out)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+    # 1. data
+    tables = load_tables(args.data, args.text_col, args.label_col)
+    extra = [t for f in args.unlabeled for t in read_table(f, args.text_col, None).texts]
+    splits: Splits = label_scarce(tables, args.labels_per_class, args.seed, extra, args.dev_per_class)
+    teacher_src = load_pretrained(args.teacher)
+    max_length = args.max_length or teacher_src.encoder.config.max_length
+    tok = lambda texts: tokenize(texts, teacher_src.tokenizer_file, max_length)  # noqa: E731
+    lab, unl, dev, test = tok(splits.labeled_texts), tok(splits.unlabeled_texts), tok(splits.dev_texts), tok(splits.test_texts)
+    if len(unl) == 0:
+        raise NanonetError(f"{args.data}: no unlabeled text left after drawing {args.labels_per_class} per class; add --unlabeled FILE")
+    lab_y = torch.tensor(splits.labeled_ids)
+    lab_stream = BatchStream(lab.lengths, args.labeled_tokens, args.seed, LAB_SALT)
+    unl_stream = BatchStream(unl.lengths, args.unlabeled_tokens, args.seed, UNL_SALT)
+    steps = args.steps or max(1, math.ceil(args.epochs * unl_stream.batches_per_epoch() / ctx.world_size))
+    num_classes = len(splits.labels)
+
+    # 2. cohort
+    encoder = teacher_src.encoder
+    encoder.attention = args.attention
+    teacher = NanoClassifier(encoder, num_classes, teacher_src.pooling)
+    layer_sets = args.student_layers or default_student_layers(encoder.config.num_layers, args.students)
+    members = [Member("teacher", teacher, list(range(encoder.config.num_layers)), None)]
+    for i, layers in enumerate(layer_sets):
+        student = NanoClassifier(make_student(encoder, layers), num_classes, teacher_src.pooling)
+        members.append(Member(f"student {i}", student, layers, args.views[i % len(args.views)]))
+
+    # 3. trainable parameters
+    for m in members:
+        m.trainable, m.total = set_trainable(m.model, args.trainable)
+    cohort = Cohort(teacher, [m.model for m in members[1:]], args.temperature, args.kd_weight, args.hidden_weight, args.mutual_loss)
+    cohort.to(ctx.device).train()
+    model = dist.wrap(cohort, ctx)
+    optimizer, scheduler = _optimizer(cohort, args, steps)
+
+    start, history, tokens_seen, seconds = 0, [], 0, 0.0
+    if args.resume:
+        start, history, tokens_seen, seconds = load_state(out / "state", args, cohort, optimizer, scheduler, members)
+    elif (out / "state").exists() and ctx.rank == 0:
+        raise NanonetError(f"{out}: holds a previous run's state; pass --resume to continue it, or choose another --out")
+
+    # 4./5. steps
+    bar = _progress(progress and ctx.rank == 0, steps, start)
+    tic = time.perf_counter()
+    last_loss = float("nan")
+    try:
+        for step in range(start, steps):
+            k = step * ctx.world_size + ctx.rank
+            lab_rows = lab_stream[k]
+            labeled = packed_rows(lab, lab_rows).to(ctx.device)
+            inputs = StepInputs(labeled, lab_y[lab_rows].to(ctx.device), None, [], 0.0)
+            if step >= args.teacher_warmup_steps:
+                unl_rows = unl_stream[k]
+                unlabeled = packed_rows(unl, unl_rows)
+                g = torch.Generator().manual_seed(args.seed * 1_000_003 + k)
+                views = []
+                for m in members[1:]:
+                    view = cutoff(unlabeled, args.cutoff_rate, g) if m.view == "cutoff" else unlabeled
+                    views.append((view.to(ctx.device), args.noise_std if m.view == "noise" else 0.0))
+                distil_steps = max(1, steps - args.teacher_warmup_steps)
+                weight = args.mutual_weight * ramp(step - args.teacher_warmup_steps, distil_steps, args.mutual_rampup)
+                inputs = StepInputs(labeled, inputs.labels, unlabeled.to(ctx.device), views, weight)
+                tokens_seen += unlabeled.num_tokens * ctx.world_size
+            with _autocast(ctx.device):
+                terms = model(inputs)
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            optimizer.step()
+            scheduler.step()
+            tokens_seen += labeled.num_tokens * ctx.world_size
+            last_loss = float(terms["total"].detach())
+            done = step + 1
+            if done % args.eval_every == 0 or done == steps:
+                record = {"step": done, "loss": round(last_loss, 5), **{k: round(float(v.detach()), 5) for k, v in terms.items() if k != "total"}}
+                record["dev"] = _evaluate_members(members, dev, splits.dev_ids, num_classes, args.eval_tokens, ctx.device, done)
+                history.append(record)
+                seconds_now = seconds + time.perf_counter() - tic
+                if ctx.rank == 0:
+                    save_state(out / "state", args, cohort, optimizer, scheduler, members, done, history, tokens_seen, seconds_now)
+                dist.barrier(ctx)
+            if bar:
+                elapsed = seconds + time.perf_counter() - tic
+                dev_acc = max((h["dev"][m.name]["accuracy"] for h in history[-1:] for m in members[1:]), default=None)
+                bar.update(done, last_loss, dev_acc, tokens_seen / max(elapsed, 1e-9))
+            if on_step:
+                on_step(done)
+    finally:
+        if bar:
+            bar.close()
+    seconds += time.perf_counter() - tic
+
+    # 6. restore best states, test, choose, save
+    for m in members:
+        if m.best_state is not None:
+            m.model.load_state_dict(m.best_state, strict=False)
+    results = []
+    for m in members:
+        results.append({
+            "name": m.name, "layers": m.layers, "view": m.view,
+            "dev": {k: m.best[k] for k in ("accuracy", "macro_f1")}, "best_step": m.best["step"],
+            "test": evaluate(m.model, test, splits.test_ids, num_classes, args.eval_tokens, ctx.device),
+            "trainable_parameters": m.trainable, "parameters": m.total,
+        })  # fmt: skip
+    chosen = max(range(1, len(members)), key=lambda i: (members[i].best["accuracy"], members[i].best["macro_f1"], -i))
+    unl_batches = [unl_stream[k] for k in range(min(unl_stream.batches_per_epoch(), steps * ctx.world_size))]
+    report = {
+        "nanonet_version": __version__,
+        "settings": args.to_dict(),
+        "data": {**splits.summary(), "labels": splits.labels, "labeled_sha256": _digest(splits.labeled_texts, splits.labeled_ids),
+                 "train_sha256": _digest(tables["train"].texts)},  # fmt: skip
+        "teacher": results[0],
+        "students": results[1:],
+        "chosen_student": chosen - 1,
+        "training": {
+            "steps": steps, "seconds": round(seconds, 1), "tokens": tokens_seen,
+            "tokens_per_second": round(tokens_seen / max(seconds, 1e-9), 1),
+            "padding_avoided": round(padding_share(unl.lengths, unl_batches), 4),
+            "device": ctx.device.type, "world_size": ctx.world_size,
+            "attention_backend": _backend_name(encoder, ctx.device),
+        },  # fmt: skip
+        "ranks": dist.gather_weight_digests(cohort, ctx),
+        "history": history,
+    }
+    if ctx.rank == 0:
+        provenance = {"provenance": {"teacher": args.teacher, "labeled_sha256": report["data"]["labeled_sha256"],
+                                     "dev": members[chosen].best, "layers": members[chosen].layers}}  # fmt: skip
+        save_checkpoint(out / "student", members[chosen].model, splits.labels, teacher_src.path, provenance)
+        save_checkpoint(out / "teacher", teacher, splits.labels, teacher_src.path, {"provenance": {"teacher": args.teacher}})
+        atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
+    dist.barrier(ctx)
+    dist.teardown(ctx)
+    return report
+
+
+def _backend_name(encoder, device: torch.device) -> str:
+    from nanonet.model.attention import pick_backend
+
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    return pick_backend(device, dtype, encoder.config.head_size, encoder.attention).name
+
+
+def _evaluate_members(members: list[Member], dev: Tokenized, gold: list[int], num_classes: int, max_tokens: int,
+                      device: torch.device, step: int) -> dict:  # fmt: skip
+    """Dev metrics of every member; a member that improves keeps a copy of its state."""
+    results = {}
+    for m in members:
+        r = evaluate(m.model, dev, gold, num_classes, max_tokens, device)
+        results[m.name] = {k: round(r[k], 5) for k in ("accuracy", "macro_f1")}
+        if (r["accuracy"], r["macro_f1"]) > (m.best["accuracy"], m.best["macro_f1"]):
+            m.best = {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "step": step}
+            m.best_state = trainable_state(m.model)
+    return results
+
+
+def _optimizer(cohort: Cohort, args: TrainArgs, steps: int):
+    heads, rest = [], []
+    for name, p in cohort.named_parameters():
+        if p.requires_grad:
+            (heads if ".head." in f".{name}" or name.startswith("projections.") else rest).append(p)
+    lr = args.lr if args.lr is not None else (5e-5 if args.trainable == "all" else 3e-3)
+    groups = [{"params": rest, "lr": lr}, {"params": heads, "lr": args.head_lr}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=args.weight_decay)
+    warm = max(1, int(args.warmup * steps))
+
+    def schedule(s: int) -> float:  # linear warm-up, then linear decay to 0
+        if s < warm:
+            return (s + 1) / warm
+        return max(0.0, (steps - s) / max(1, steps - warm))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+class _Bar:
+    """A rich progress bar with loss, dev accuracy and tokens/s."""
+
+    def __init__(self, total: int, start: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(),
+        )  # fmt: skip
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=total, completed=start, stats="")
+
+    def update(self, step: int, loss: float, dev_acc: float | None, tokens_per_s: float) -> None:
+        dev = f"dev {dev_acc:.3f}" if dev_acc is not None else "dev -"
+        self.progress.update(self.task, completed=step, stats=f"loss {loss:.3f}  {dev}  {tokens_per_s:,.0f} tok/s")
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def _progress(enabled: bool, total: int, start: int) -> _Bar | None:
+    return _Bar(total, start) if enabled and not os.environ.get("NANONET_NO_PROGRESS") else None

@@ -1,0 +1,146 @@
+"""Reading data, the label-scarce draw, tokenization and token-budget batches."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from conftest import write_tokenizer
+
+from nanonet.data.splits import label_scarce, load_tables
+from nanonet.data.tables import read_table
+from nanonet.data.tokens import BatchStream, budget_batches, padding_share, tokenize
+from nanonet.errors import NanonetError
+
+ROWS = [{"text": f"text number {i}", "label": "ab"[i % 2]} for i in range(10)]
+
+
+def _write(path, rows, kind):
+    if kind == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif kind in ("csv", "tsv"):
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter="\t" if kind == "tsv" else ",")
+            w.writeheader()
+            w.writerows(rows)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv", "tsv", "parquet"])
+def test_every_format_reads_the_same(tmp_path, kind):
+    table = read_table(_write(tmp_path / f"d.{kind}", ROWS, kind))
+    assert table.texts == [r["text"] for r in ROWS] and table.labels == [r["label"] for r in ROWS]
+
+
+def test_custom_columns_and_unlabeled_text(tmp_path):
+    rows = [{"body": r["text"], "y": r["label"]} for r in ROWS]
+    table = read_table(_write(tmp_path / "d.jsonl", rows, "jsonl"), text_col="body", label_col="y")
+    assert table.labels == [r["label"] for r in ROWS]
+    (tmp_path / "u.txt").write_text("one\n\ntwo\n")
+    assert read_table(tmp_path / "u.txt").texts == ["one", "two"]
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ('{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n{broken\n', "row 3: not valid JSON"),
+        ('{"text": "a", "label": "x"}\n{"body": "b", "label": "y"}\n', "row 2: missing column 'text'"),
+        ('{"text": "a", "label": "x"}\n{"text": "  ", "label": "y"}\n', "row 2: empty text"),
+        ('{"text": "a", "label": "x"}\n{"text": "b"}\n', "row 2: missing label"),
+    ],
+)
+def test_bad_rows_name_file_and_row(tmp_path, content, message):
+    path = tmp_path / "train.jsonl"
+    path.write_text(content)
+    with pytest.raises(NanonetError) as e:
+        read_table(path, need_labels=True)
+    assert str(e.value).startswith(f"{path}: ") and message in str(e.value)
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(NanonetError, match="no such file"):
+        read_table(tmp_path / "nope.jsonl")
+    (tmp_path / "bin.jsonl").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(NanonetError, match="bin.jsonl: not UTF-8"):
+        read_table(tmp_path / "bin.jsonl")
+    (tmp_path / "x.parquet").write_bytes(b"not parquet")
+    with pytest.raises(NanonetError, match="x.parquet: not a readable Parquet file"):
+        read_table(tmp_path / "x.parquet")
+    with pytest.raises(NanonetError, match="unknown file type"):
+        read_table(_write(tmp_path / "d.xml", ROWS, "jsonl"))
+
+
+def test_draw_is_exactly_n_per_class_and_seeded(tiny_data):
+    tables = load_tables(str(tiny_data))
+    a = label_scarce(tables, 5, seed=1)
+    assert sorted(np.bincount(a.labeled_ids).tolist()) == [5, 5, 5]
+    assert a.labels == ["alpha", "beta", "gamma"] and a.dev_source == "dev"
+    assert len(a.unlabeled_texts) == 3 * 40 - 15
+    assert not set(a.labeled_texts) & set(a.unlabeled_texts)  # labels of the rest stay hidden
+    b = label_scarce(tables, 5, seed=1)
+    assert (a.labeled_texts, a.labeled_ids) == (b.labeled_texts, b.labeled_ids)
+    c = label_scarce(tables, 5, seed=2)
+    assert a.labeled_texts != c.labeled_texts
+
+
+def test_dev_held_out_from_train_when_missing(tiny_data):
+    (tiny_data / "dev.jsonl").unlink()
+    s = label_scarce(load_tables(str(tiny_data)), 5, seed=1, dev_per_class=3)
+    assert s.dev_source == "held out from train" and s.dev_per_class == 3
+    assert sorted(np.bincount(s.dev_ids).tolist()) == [3, 3, 3]
+    assert not set(s.dev_texts) & (set(s.unlabeled_texts) | set(s.labeled_texts))
+
+
+def test_protocol_errors(tiny_data):
+    tables = load_tables(str(tiny_data))
+    with pytest.raises(NanonetError, match=r"train.jsonl: class 'alpha' has 40 examples, fewer than 41 labeled"):
+        label_scarce(tables, 41, seed=1)
+    with (tiny_data / "test.jsonl").open("a") as f:
+        f.write(json.dumps({"text": "w1 w2", "label": "omega"}) + "\n")
+    with pytest.raises(NanonetError, match=r"test.jsonl: row 37: label 'omega' does not occur in train"):
+        label_scarce(load_tables(str(tiny_data)), 5, seed=1)
+    with pytest.raises(NanonetError, match="no train file"):
+        load_tables(str(tiny_data.parent))
+
+
+def test_tokenize_truncates_and_caches(tmp_path, monkeypatch):
+    monkeypatch.setattr("nanonet.data.tokens.CACHE_DIR", tmp_path / "cache")
+    write_tokenizer(tmp_path)
+    texts = ["w1 w2 w3", " ".join(["w4"] * 50)]
+    first = tokenize(texts, tmp_path / "tokenizer.json", max_length=16)
+    assert first.lengths.tolist() == [5, 16]  # [CLS] w1 w2 w3 [SEP]; truncated to 16
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    again = tokenize(texts, tmp_path / "tokenizer.json", max_length=16)
+    assert np.array_equal(first.ids, again.ids) and np.array_equal(first.offsets, again.offsets)
+    tokenize(texts, tmp_path / "tokenizer.json", max_length=32)  # another key
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+
+
+def test_budget_batches_cover_every_row_once_within_budget():
+    lengths = np.random.default_rng(0).integers(3, 120, size=500)
+    for rng in (None, np.random.default_rng(1)):
+        batches = budget_batches(lengths, 512, rng)
+        rows = np.concatenate(batches)
+        assert sorted(rows.tolist()) == list(range(500))
+        assert all(lengths[b].sum() <= 512 or len(b) == 1 for b in batches)
+    long = budget_batches(np.array([600, 10]), 512, None)
+    assert [b.tolist() for b in long] == [[1], [0]]  # a row over the budget goes alone
+    # bucketing by length keeps padding far below a random batch's
+    shuffled = [np.arange(i, min(i + 16, 500)) for i in range(0, 500, 16)]
+    assert padding_share(lengths, budget_batches(lengths, 512, np.random.default_rng(1))) < padding_share(lengths, shuffled) / 2
+
+
+def test_batch_stream_is_seeded_and_indexable():
+    lengths = np.random.default_rng(0).integers(3, 60, size=200)
+    a, b = BatchStream(lengths, 256, seed=1, salt=2), BatchStream(lengths, 256, seed=1, salt=2)
+    n = a.batches_per_epoch()
+    assert np.array_equal(a[n + 3], b[n + 3])  # second epoch, computed fresh in b
+    assert not np.array_equal(a[3], a[n + 3]) or len(a[3]) != len(a[n + 3])  # epochs reshuffle
+    assert not all(np.array_equal(x, y) for x, y in zip(a.epoch(0), BatchStream(lengths, 256, 2, 2).epoch(0)))

@@ -1,0 +1,185 @@
+"""NanoNet training end to end on a tiny random teacher and a tiny synthetic data set."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nanonet.errors import NanonetError
+from nanonet.model import load_checkpoint, load_pretrained, make_student
+from nanonet.train import TrainArgs, train
+from nanonet.train.cohort import Cohort, StepInputs
+from nanonet.train.views import cutoff
+
+TIMING = ("seconds", "tokens_per_second")
+
+
+def tiny_args(data: Path, out: Path, teacher: Path, **overrides) -> TrainArgs:
+    settings = dict(data=str(data), out=str(out), teacher=str(teacher), labels_per_class=4, seed=3, steps=12,
+                    eval_every=4, teacher_warmup_steps=2, labeled_tokens=128, unlabeled_tokens=256, threads=1)  # fmt: skip
+    settings.update(overrides)
+    return TrainArgs(**settings)
+
+
+def comparable(report: dict) -> dict:
+    """The report minus wall-clock figures."""
+    report = json.loads(json.dumps(report))
+    for key in TIMING:
+        report["training"].pop(key)
+    return report
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setattr("nanonet.data.tokens.CACHE_DIR", tmp_path / "token-cache")
+
+
+def test_bias_only_changes_only_biases_and_heads(tiny_data, tiny_bert_dir, tmp_path):
+    report = train(tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir), progress=False)
+    teacher = load_pretrained(str(tiny_bert_dir)).encoder
+    chosen = report["students"][report["chosen_student"]]
+    before = make_student(teacher, chosen["layers"]).state_dict()
+    after = load_checkpoint(tmp_path / "run" / "student").model.encoder.state_dict()
+    changed_bias = 0
+    for name, tensor in before.items():
+        if name.endswith(".bias"):
+            changed_bias += int(not torch.equal(tensor, after[name]))
+        else:
+            assert torch.equal(tensor, after[name]), f"{name} changed under --trainable bias"
+    assert changed_bias > 0
+    # the report counts what trained
+    bias_count = sum(t.numel() for n, t in before.items() if n.endswith(".bias"))
+    head = 32 * 3 + 3
+    assert chosen["trainable_parameters"] == bias_count + head
+    assert report["teacher"]["trainable_parameters"] < report["teacher"]["parameters"]
+
+
+def test_all_trains_weights_too(tiny_data, tiny_bert_dir, tmp_path):
+    report = train(tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, trainable="all", steps=4), progress=False)
+    s = report["students"][0]
+    assert s["trainable_parameters"] == s["parameters"]
+
+
+def test_same_seed_same_report(tiny_data, tiny_bert_dir, tmp_path):
+    a = train(tiny_args(tiny_data, tmp_path / "a", tiny_bert_dir), progress=False)
+    b = train(tiny_args(tiny_data, tmp_path / "b", tiny_bert_dir), progress=False)
+    for r in (a, b):
+        r["settings"].pop("out")
+    assert comparable(a) == comparable(b)
+    assert (tmp_path / "a/student/model.safetensors").read_bytes() == (tmp_path / "b/student/model.safetensors").read_bytes()
+    c = train(tiny_args(tiny_data, tmp_path / "c", tiny_bert_dir, seed=4), progress=False)
+    assert c["data"]["labeled_sha256"] != a["data"]["labeled_sha256"]
+
+
+def test_report_contents(tiny_data, tiny_bert_dir, tmp_path):
+    report = train(tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir), progress=False)
+    assert json.loads((tmp_path / "run" / "report.json").read_text()) == report
+    assert [s["layers"] for s in report["students"]] == [[0, 2, 4], [1, 3, 5]]
+    assert [s["view"] for s in report["students"]] == ["cutoff", "noise"]
+    for member in (report["teacher"], *report["students"]):
+        assert 0 <= member["test"]["accuracy"] <= 1 and member["test"]["n"] == 36
+        assert 0 <= member["dev"]["accuracy"] <= 1
+    assert report["data"]["labeled"] == 12 and report["data"]["dev_source"] == "dev"
+    assert 0 < report["training"]["padding_avoided"] < 1
+    assert report["settings"]["labels_per_class"] == 4 and report["settings"]["seed"] == 3
+    assert [h["step"] for h in report["history"]] == [4, 8, 12]
+    assert report["history"][0]["kd"] > 0 and report["history"][0]["mutual"] > 0
+    chosen = report["students"][report["chosen_student"]]
+    assert chosen["dev"]["accuracy"] == max(s["dev"]["accuracy"] for s in report["students"])
+    ckpt = load_checkpoint(tmp_path / "run" / "student")
+    assert ckpt.labels == ["alpha", "beta", "gamma"] and ckpt.model.config.layer_ids == chosen["layers"]
+
+
+def test_resume_continues_where_it_stopped_and_loses_nothing(tiny_data, tiny_bert_dir, tmp_path):
+    whole = train(tiny_args(tiny_data, tmp_path / "whole", tiny_bert_dir), progress=False)
+
+    def interrupt(step: int) -> None:
+        if step == 6:
+            raise KeyboardInterrupt
+
+    args = tiny_args(tiny_data, tmp_path / "cut", tiny_bert_dir)
+    with pytest.raises(KeyboardInterrupt):
+        train(args, progress=False, on_step=interrupt)
+    state = json.loads((tmp_path / "cut" / "state" / "state.json").read_text())
+    assert state["step"] == 4  # the last state written before the interruption
+    with pytest.raises(NanonetError, match="pass --resume"):
+        train(args, progress=False)
+    steps_run = []
+    resumed = train(tiny_args(tiny_data, tmp_path / "cut", tiny_bert_dir, resume=True), progress=False, on_step=steps_run.append)
+    assert steps_run[0] == 5  # continued at the right step
+    for r in (whole, resumed):
+        r["settings"].pop("out")
+        r["settings"].pop("resume")
+    assert comparable(resumed) == comparable(whole)
+    assert (tmp_path / "cut/student/model.safetensors").read_bytes() == (tmp_path / "whole/student/model.safetensors").read_bytes()
+
+
+def test_resume_refuses_changed_settings(tiny_data, tiny_bert_dir, tmp_path):
+    train(tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, steps=4), progress=False)
+    with pytest.raises(NanonetError, match=r"--seed \(3 -> 5\)"):
+        train(tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, steps=4, seed=5, resume=True), progress=False)
+
+
+def test_cohort_terms_switch_on_after_teacher_warmup(tiny_bert_dir):
+    from nanonet.model import NanoClassifier, pack_sequences
+    from conftest import random_sequences
+
+    enc = load_pretrained(str(tiny_bert_dir)).encoder
+    cohort = Cohort(NanoClassifier(enc, 3), [NanoClassifier(make_student(enc, [0, 2, 4]), 3), NanoClassifier(make_student(enc, [1, 3, 5]), 3)],
+                    temperature=2.0, kd_weight=1.0, hidden_weight=1.0, mutual_loss="mse")  # fmt: skip
+    labeled = pack_sequences(random_sequences([5, 9, 7]))
+    y = torch.tensor([0, 1, 2])
+    warm = cohort(StepInputs(labeled, y, None, [], 0.0))
+    assert set(warm) == {"teacher_ce", "total"} and warm["teacher_ce"] > 0
+    unl = pack_sequences(random_sequences([12, 20, 6, 8], seed=1))
+    terms = cohort(StepInputs(labeled, y, unl, [(unl, 0.0), (unl, 0.1)], 0.5))
+    for key in ("teacher_ce", "student_ce", "kd", "hidden", "mutual"):
+        assert terms[key] > 0, key
+    expected = terms["teacher_ce"] + terms["student_ce"] + terms["kd"] + terms["hidden"] + 0.5 * terms["mutual"]
+    torch.testing.assert_close(terms["total"], expected)
+
+
+def test_cutoff_view_keeps_ends_and_drops_tokens():
+    from nanonet.model import pack_sequences
+
+    batch = pack_sequences([list(range(10, 60)), [1, 2, 3]])
+    view = cutoff(batch, 0.5, torch.Generator().manual_seed(0))
+    bounds = view.cu_seqlens.tolist()
+    first = view.input_ids[bounds[0] : bounds[1]].tolist()
+    assert first[0] == 10 and first[-1] == 59 and 10 < len(first) < 45
+    assert view.input_ids[bounds[1] : bounds[2]].tolist()[0] == 1
+    assert view.position_ids[bounds[1]] == 0
+
+
+def test_bad_data_via_cli_is_one_line(tmp_path, tiny_bert_dir):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "train.jsonl").write_text('{"text": "w1", "label": "a"}\n{"text": "w2"}\n')
+    done = subprocess.run([sys.executable, "-m", "nanonet", "train", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "r"),
+                           "--teacher", str(tiny_bert_dir)], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == f"error: {tmp_path / 'd' / 'train.jsonl'}: row 2: missing label in column 'label'"
+
+
+def test_two_process_gloo_ddp(tiny_data, tiny_bert_dir, tmp_path):
+    """torchrun with 2 CPU processes: both ranks end with identical weights, and the
+    result is an ordinary checkpoint."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "NANONET_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "nanonet", "train",
+         "--data", str(tiny_data), "--out", str(out), "--teacher", str(tiny_bert_dir), "--labels-per-class", "4",
+         "--steps", "6", "--eval-every", "3", "--json"],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["training"]["world_size"] == 2
+    digests = [r["weights_sha256"] for r in report["ranks"]]
+    assert [r["rank"] for r in report["ranks"]] == [0, 1] and digests[0] == digests[1]
+    assert load_checkpoint(out / "student").labels == ["alpha", "beta", "gamma"]

@@ -66,6 +66,14 @@ def test_all_trains_weights_too(tiny_data, tiny_bert_dir, tmp_path):
     assert s["trainable_parameters"] == s["parameters"]
 
 
+def test_supervised_only_run_uses_no_unlabeled_text(tiny_data, tiny_bert_dir, tmp_path):
+    args = tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, kd_weight=0.0, mutual_weight=0.0, self_train_weight=0.0, students=1, steps=None, epochs=3)
+    report = train(args, progress=False)
+    t = report["training"]
+    assert t["tokens"] <= t["steps"] * args.labeled_tokens  # an unlabeled batch would add up to 256 a step
+    assert "kd" not in report["history"][-1] and report["history"][-1]["student_ce"] > 0
+
+
 def test_same_seed_same_report(tiny_data, tiny_bert_dir, tmp_path):
     a = train(tiny_args(tiny_data, tmp_path / "a", tiny_bert_dir), progress=False)
     b = train(tiny_args(tiny_data, tmp_path / "b", tiny_bert_dir), progress=False)
@@ -135,10 +143,12 @@ def test_cohort_terms_switch_on_after_teacher_warmup(tiny_bert_dir):
                     temperature=2.0, kd_weight=1.0, hidden_weight=1.0, mutual_loss="mse")  # fmt: skip
     labeled = pack_sequences(random_sequences([5, 9, 7]))
     y = torch.tensor([0, 1, 2])
-    warm = cohort(StepInputs(labeled, y, None, [], 0.0))
+    warm = cohort(StepInputs(labeled, y))
     assert set(warm) == {"teacher_ce", "total"} and warm["teacher_ce"] > 0
+    supervised = cohort(StepInputs(labeled, y, students_active=True))
+    assert set(supervised) == {"teacher_ce", "student_ce", "total"} and supervised["student_ce"] > 0
     unl = pack_sequences(random_sequences([12, 20, 6, 8], seed=1))
-    terms = cohort(StepInputs(labeled, y, unl, [(unl, 0.0), (unl, 0.1)], 0.5))
+    terms = cohort(StepInputs(labeled, y, True, unl, [(unl, 0.0), (unl, 0.1)], 0.5))
     for key in ("teacher_ce", "student_ce", "kd", "hidden", "mutual"):
         assert terms[key] > 0, key
     expected = terms["teacher_ce"] + terms["student_ce"] + terms["kd"] + terms["hidden"] + 0.5 * terms["mutual"]

@@ -64,6 +64,12 @@ class TrainArgs:
     """Weight of teacher -> student distillation on unlabeled text."""
     hidden_weight: float = 0.0
     """Weight of hidden-state distillation (MSE through a learned projection); 0 turns it off."""
+    self_train_weight: float = 1.0
+    """Weight of the teacher's self-training on unlabeled text (its confident predictions as labels); 0 turns it off."""
+    confidence: float = 0.9
+    """Probability a teacher prediction needs to become a pseudo-label for self-training."""
+    head_init: str = "prototype"
+    """'prototype': heads start as nearest-class-centroid classifiers of the labeled embeddings; 'random'."""
     mutual_weight: float = 1.0
     """Final weight of mutual learning between students (each against its detached peers)."""
     mutual_loss: str = "mse"
@@ -105,6 +111,10 @@ class TrainArgs:
             raise bad("steps", "must be >= 1")
         if self.epochs <= 0:
             raise bad("epochs", "must be > 0")
+        if self.head_init not in ("prototype", "random"):
+            raise bad("head_init", "must be prototype or random")
+        if not 0 < self.confidence <= 1:
+            raise bad("confidence", "must be in (0, 1]")
         if self.mutual_loss not in ("mse", "kl"):
             raise bad("mutual_loss", "must be mse or kl")
         if any(v not in VIEWS for v in self.views) or not self.views:

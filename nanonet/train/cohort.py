@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -16,9 +16,11 @@ from nanonet.train import losses
 class StepInputs:
     labeled: Packed
     labels: torch.Tensor  # (B_l,) int64
-    unlabeled: Packed | None  # None while only the teacher trains
-    views: list[tuple[Packed, float]]  # per student: its view of `unlabeled` and its embedding noise
-    mutual_weight: float  # ramped
+    students_active: bool = False  # False while only the teacher trains (its warm-up)
+    unlabeled: Packed | None = None  # None when no term uses unlabeled text (supervised-only)
+    views: list[tuple[Packed, float]] = field(default_factory=list)  # per student: its view of `unlabeled`, its embedding noise
+    mutual_weight: float = 0.0  # ramped
+    teacher_view: Packed | None = None  # a perturbed view of `unlabeled` for the teacher's self-training
 
 
 class Cohort(nn.Module):
@@ -28,7 +30,8 @@ class Cohort(nn.Module):
     one module so that DDP can wrap the whole cohort."""
 
     def __init__(self, teacher: NanoClassifier, students: list[NanoClassifier], temperature: float,
-                 kd_weight: float, hidden_weight: float, mutual_loss: str):  # fmt: skip
+                 kd_weight: float, hidden_weight: float, mutual_loss: str, self_train_weight: float = 0.0,
+                 confidence: float = 0.9):  # fmt: skip
         super().__init__()
         self.teacher = teacher
         self.students = nn.ModuleList(students)
@@ -37,12 +40,18 @@ class Cohort(nn.Module):
             nn.Linear(s.config.hidden_size, hidden) for s in students
         ) if hidden_weight > 0 else None  # fmt: skip
         self.temperature, self.kd_weight, self.hidden_weight, self.mutual_loss = temperature, kd_weight, hidden_weight, mutual_loss
+        self.self_train_weight, self.confidence = self_train_weight, confidence
 
     def forward(self, x: StepInputs) -> dict[str, torch.Tensor]:
         terms: dict[str, torch.Tensor] = {}
         # 1. the teacher learns online from the labels
         terms["teacher_ce"] = losses.supervised(self.teacher(x.labeled), x.labels)
         total = terms["teacher_ce"]
+        if not x.students_active:
+            return {**terms, "total": total}
+        ce = sum(losses.supervised(student(x.labeled), x.labels) for student in self.students)
+        terms["student_ce"] = ce
+        total = total + ce
         if x.unlabeled is None:
             return {**terms, "total": total}
 
@@ -53,19 +62,23 @@ class Cohort(nn.Module):
             t_logits, t_embedding = self.teacher(x.unlabeled, return_embedding=True)
             self.teacher.train(was_training)
 
+        # the teacher also learns from its own confident predictions, on a perturbed view
+        if self.self_train_weight > 0 and x.teacher_view is not None:
+            terms["self_train"] = losses.self_training(self.teacher(x.teacher_view), t_logits, self.confidence)
+            total = total + self.self_train_weight * terms["self_train"]
+
         # 3. every student: labels, the teacher, and its peers, each on its own view
         outputs = []
         for student, (view, noise) in zip(self.students, x.views):
             outputs.append(student(view, noise_std=noise, return_embedding=True))
-        ce = kd = hid = mut = total.new_zeros(())
-        for i, student in enumerate(self.students):
+        kd = hid = mut = total.new_zeros(())
+        for i in range(len(self.students)):
             logits, embedding = outputs[i]
-            ce = ce + losses.supervised(student(x.labeled), x.labels)
             kd = kd + losses.distillation(logits, t_logits, self.temperature)
             if self.projections is not None:
                 hid = hid + losses.hidden_distillation(embedding, t_embedding, self.projections[i])
             peers = [o[0] for j, o in enumerate(outputs) if j != i]
             mut = mut + losses.mutual(logits, peers, self.mutual_loss)
-        terms.update(student_ce=ce, kd=kd, hidden=hid, mutual=mut)
-        total = total + ce + self.kd_weight * kd + self.hidden_weight * hid + x.mutual_weight * mut
+        terms.update(kd=kd, hidden=hid, mutual=mut)
+        total = total + self.kd_weight * kd + self.hidden_weight * hid + x.mutual_weight * mut
         return {**terms, "total": total}

@@ -17,6 +17,16 @@ def distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: floa
     return F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher.detach() / t, -1), log_target=True, reduction="batchmean") * t * t
 
 
+def self_training(logits: torch.Tensor, targets: torch.Tensor, confidence: float) -> torch.Tensor:
+    """Cross-entropy against the argmax of `targets` where its probability is at least
+    `confidence` (pseudo-labels from a clean view, learned on a perturbed one); 0 if none is."""
+    probs = targets.detach().softmax(-1)
+    top, pseudo = probs.max(-1)
+    keep = (top >= confidence).float()
+    per_row = F.cross_entropy(logits, pseudo, reduction="none")
+    return (per_row * keep).sum() / max(1.0, float(len(keep)))
+
+
 def hidden_distillation(student_states: torch.Tensor, teacher_states: torch.Tensor, projection: torch.nn.Module) -> torch.Tensor:
     """MSE between projected student states and the teacher's (same packed tokens)."""
     return F.mse_loss(projection(student_states), teacher_states.detach())

@@ -36,6 +36,7 @@ from nanonet.model.packing import Packed
 from nanonet.train import distributed as dist
 from nanonet.train.args import TrainArgs
 from nanonet.train.cohort import Cohort, StepInputs
+from nanonet.train.heads import init_head_from_prototypes
 from nanonet.train.losses import ramp
 from nanonet.train.metrics import accuracy, macro_f1
 from nanonet.train.peft import set_trainable
@@ -121,7 +122,10 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
     lab_y = torch.tensor(splits.labeled_ids)
     lab_stream = BatchStream(lab.lengths, args.labeled_tokens, args.seed, LAB_SALT)
     unl_stream = BatchStream(unl.lengths, args.unlabeled_tokens, args.seed, UNL_SALT)
-    steps = args.steps or max(1, math.ceil(args.epochs * unl_stream.batches_per_epoch() / ctx.world_size))
+    # supervised-only runs (no distillation, no mutual learning) never touch unlabeled text
+    uses_unlabeled = any(w > 0 for w in (args.kd_weight, args.mutual_weight, args.hidden_weight, args.self_train_weight))
+    epoch_stream = unl_stream if uses_unlabeled else lab_stream
+    steps = args.steps or max(1, math.ceil(args.epochs * epoch_stream.batches_per_epoch() / ctx.world_size))
     num_classes = len(splits.labels)
 
     # 2. cohort
@@ -137,7 +141,11 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
     # 3. trainable parameters
     for m in members:
         m.trainable, m.total = set_trainable(m.model, args.trainable)
-    cohort = Cohort(teacher, [m.model for m in members[1:]], args.temperature, args.kd_weight, args.hidden_weight, args.mutual_loss)
+    if args.head_init == "prototype":
+        for m in members:
+            init_head_from_prototypes(m.model, lab, splits.labeled_ids, num_classes)
+    cohort = Cohort(teacher, [m.model for m in members[1:]], args.temperature, args.kd_weight, args.hidden_weight,
+                    args.mutual_loss, args.self_train_weight, args.confidence)  # fmt: skip
     cohort.to(ctx.device).train()
     model = dist.wrap(cohort, ctx)
     optimizer, scheduler = _optimizer(cohort, args, steps)
@@ -157,8 +165,9 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
             k = step * ctx.world_size + ctx.rank
             lab_rows = lab_stream[k]
             labeled = packed_rows(lab, lab_rows).to(ctx.device)
-            inputs = StepInputs(labeled, lab_y[lab_rows].to(ctx.device), None, [], 0.0)
-            if step >= args.teacher_warmup_steps:
+            active = step >= args.teacher_warmup_steps
+            inputs = StepInputs(labeled, lab_y[lab_rows].to(ctx.device), active)
+            if active and uses_unlabeled:
                 unl_rows = unl_stream[k]
                 unlabeled = packed_rows(unl, unl_rows)
                 g = torch.Generator().manual_seed(args.seed * 1_000_003 + k)
@@ -168,7 +177,8 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
                     views.append((view.to(ctx.device), args.noise_std if m.view == "noise" else 0.0))
                 distil_steps = max(1, steps - args.teacher_warmup_steps)
                 weight = args.mutual_weight * ramp(step - args.teacher_warmup_steps, distil_steps, args.mutual_rampup)
-                inputs = StepInputs(labeled, inputs.labels, unlabeled.to(ctx.device), views, weight)
+                teacher_view = cutoff(unlabeled, args.cutoff_rate, g).to(ctx.device) if args.self_train_weight > 0 else None
+                inputs = StepInputs(labeled, inputs.labels, True, unlabeled.to(ctx.device), views, weight, teacher_view)
                 tokens_seen += unlabeled.num_tokens * ctx.world_size
             with _autocast(ctx.device):
                 terms = model(inputs)

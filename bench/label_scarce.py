@@ -1,0 +1,109 @@
+"""Label-scarce benchmark: N labels per class, seeds 1-3, on ag_news and yahoo_answers.
+
+Rows, each as test accuracy mean +- std over the seeds, trainable parameters and time:
+  - the teacher (all-MiniLM-L6-v2 + head), supervised only, all parameters trained
+  - the student of layers 0,2,4, supervised only, bias terms + head trained
+  - the NanoNet cohort's chosen student (bias-only), default settings
+
+    python bench/label_scarce.py                                  # everything (long)
+    python bench/label_scarce.py --sets ag_news --seeds 1         # one run of each row
+
+Results are appended run by run to bench/results/label_scarce.json (a rerun skips what
+is there; --fresh starts over) and a markdown table is printed for the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("NANONET_NO_PROGRESS", "1")
+
+from nanonet.train import TrainArgs, train  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+OUT = Path(__file__).resolve().parent / "results" / "label_scarce.json"
+
+ROWS = {
+    "teacher, supervised only (all parameters)": dict(students=1, kd_weight=0.0, mutual_weight=0.0, self_train_weight=0.0, trainable="all"),
+    "student 0,2,4, supervised only (bias)": dict(students=1, student_layers=[[0, 2, 4]], kd_weight=0.0, mutual_weight=0.0, self_train_weight=0.0),
+    "NanoNet chosen student (bias)": dict(),
+}
+
+
+def pick(row: str, report: dict) -> dict:
+    member = report["teacher"] if row.startswith("teacher") else report["students"][report["chosen_student"]]
+    return {"test_accuracy": member["test"]["accuracy"], "test_macro_f1": member["test"]["macro_f1"],
+            "trainable_parameters": member["trainable_parameters"], "layers": member["layers"],
+            "seconds": report["training"]["seconds"], "steps": report["training"]["steps"]}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sets", default="ag_news,yahoo_answers")
+    ap.add_argument("--seeds", default="1,2,3")
+    ap.add_argument("--labels-per-class", type=int, default=10)
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--supervised-steps", type=int, default=100, help="steps of the supervised-only rows")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--fresh", action="store_true")
+    args = ap.parse_args()
+
+    results = [] if args.fresh or not OUT.is_file() else json.loads(OUT.read_text())["runs"]
+    done = {(r["set"], r["row"], r["seed"]) for r in results}
+    for name in args.sets.split(","):
+        for seed in map(int, args.seeds.split(",")):
+            for row, overrides in ROWS.items():
+                if (name, row, seed) in done:
+                    continue
+                with tempfile.TemporaryDirectory() as tmp:
+                    settings = dict(data=str(args.data / name), out=tmp, labels_per_class=args.labels_per_class, seed=seed,
+                                    threads=args.threads, **overrides)  # fmt: skip
+                    if "kd_weight" in overrides:
+                        settings["steps"] = args.supervised_steps
+                    report = train(TrainArgs(**settings), progress=False)
+                results.append({"set": name, "row": row, "seed": seed, **pick(row, report), "settings": report["settings"]})
+                print(f"{name} seed {seed} {row}: test {100 * results[-1]['test_accuracy']:.1f}% in {results[-1]['seconds']:.0f}s", flush=True)
+                _write(results)
+    _write(results)
+    print(markdown(results))
+
+
+def _write(results: list[dict]) -> None:
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    tmp = OUT.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"benchmark": "label_scarce", "runs": results, "summary": summarise(results)}, indent=2) + "\n")
+    tmp.replace(OUT)
+
+
+def summarise(results: list[dict]) -> list[dict]:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["set"], r["row"]), []).append(r)
+    summary = []
+    for (name, row), runs in groups.items():
+        acc = [100 * r["test_accuracy"] for r in runs]
+        summary.append({
+            "set": name, "row": row, "seeds": [r["seed"] for r in runs], "accuracies": [round(a, 2) for a in acc],
+            "mean": round(statistics.mean(acc), 2), "std": round(statistics.stdev(acc), 2) if len(acc) > 1 else 0.0,
+            "trainable_parameters": runs[0]["trainable_parameters"],
+            "mean_seconds": round(statistics.mean(r["seconds"] for r in runs), 1),
+        })  # fmt: skip
+    return summary
+
+
+def markdown(results: list[dict]) -> str:
+    lines = ["| set | model | test accuracy (%) | seeds | trainable params | train time (s) |", "|---|---|---|---|---|---|"]
+    for s in summarise(results):
+        lines.append(f"| {s['set']} | {s['row']} | {s['mean']:.1f} ± {s['std']:.1f} | {len(s['seeds'])} | "
+                     f"{s['trainable_parameters']:,} | {s['mean_seconds']:.0f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -49,3 +49,13 @@ def test_hidden_distillation():
 def test_ramp():
     assert [losses.ramp(s, 100, 0.3) for s in (0, 15, 30, 90)] == [0.0, 0.5, 1.0, 1.0]
     assert losses.ramp(0, 100, 0.0) == 1.0
+
+
+def test_self_training_uses_only_confident_pseudo_labels():
+    confident = torch.tensor([[9.0, 0.0], [0.0, 9.0]])
+    unsure = torch.tensor([[0.1, 0.0], [0.0, 0.1]])
+    agree = torch.tensor([[9.0, 0.0], [0.0, 9.0]])
+    disagree = torch.tensor([[0.0, 9.0], [9.0, 0.0]])
+    assert losses.self_training(agree, confident, 0.9) < 1e-3
+    assert losses.self_training(disagree, confident, 0.9) > 5
+    assert losses.self_training(disagree, unsure, 0.9) == 0  # nothing confident: no signal

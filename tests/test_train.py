@@ -193,3 +193,4 @@ def test_two_process_gloo_ddp(tiny_data, tiny_bert_dir, tmp_path):
     digests = [r["weights_sha256"] for r in report["ranks"]]
     assert [r["rank"] for r in report["ranks"]] == [0, 1] and digests[0] == digests[1]
     assert load_checkpoint(out / "student").labels == ["alpha", "beta", "gamma"]
+

@@ -42,7 +42,7 @@ class TrainArgs:
     """'bias' (bias terms and the classifier heads), 'bias+norm' (also LayerNorm weights), or 'all'."""
     steps: int | None = None
     """Optimizer steps; default: `epochs` passes over the unlabeled pool."""
-    epochs: float = 1.0
+    epochs: float = 2.0
     """Passes over the unlabeled pool when `steps` is not given."""
     labeled_tokens: int = 2048
     """Token budget of a labeled batch (real tokens, no padding)."""
@@ -68,8 +68,6 @@ class TrainArgs:
     """Weight of the teacher's self-training on unlabeled text (its confident predictions as labels); 0 turns it off."""
     confidence: float = 0.9
     """Probability a teacher prediction needs to become a pseudo-label for self-training."""
-    head_init: str = "prototype"
-    """'prototype': heads start as nearest-class-centroid classifiers of the labeled embeddings; 'random'."""
     mutual_weight: float = 1.0
     """Final weight of mutual learning between students (each against its detached peers)."""
     mutual_loss: str = "mse"
@@ -82,7 +80,7 @@ class TrainArgs:
     """Share of tokens (never the first or last) dropped by the 'cutoff' view."""
     noise_std: float = 0.05
     """Std of the Gaussian noise added to embeddings by the 'noise' view."""
-    eval_every: int = 50
+    eval_every: int = 25
     """Evaluate on dev (and write the resume state) every M steps."""
     eval_tokens: int = 16384
     """Token budget of evaluation batches."""
@@ -111,8 +109,6 @@ class TrainArgs:
             raise bad("steps", "must be >= 1")
         if self.epochs <= 0:
             raise bad("epochs", "must be > 0")
-        if self.head_init not in ("prototype", "random"):
-            raise bad("head_init", "must be prototype or random")
         if not 0 < self.confidence <= 1:
             raise bad("confidence", "must be in (0, 1]")
         if self.mutual_loss not in ("mse", "kl"):

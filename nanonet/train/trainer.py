@@ -36,7 +36,6 @@ from nanonet.model.packing import Packed
 from nanonet.train import distributed as dist
 from nanonet.train.args import TrainArgs
 from nanonet.train.cohort import Cohort, StepInputs
-from nanonet.train.heads import init_head_from_prototypes
 from nanonet.train.losses import ramp
 from nanonet.train.metrics import accuracy, macro_f1
 from nanonet.train.peft import set_trainable
@@ -141,9 +140,6 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
     # 3. trainable parameters
     for m in members:
         m.trainable, m.total = set_trainable(m.model, args.trainable)
-    if args.head_init == "prototype":
-        for m in members:
-            init_head_from_prototypes(m.model, lab, splits.labeled_ids, num_classes)
     cohort = Cohort(teacher, [m.model for m in members[1:]], args.temperature, args.kd_weight, args.hidden_weight,
                     args.mutual_loss, args.self_train_weight, args.confidence)  # fmt: skip
     cohort.to(ctx.device).train()
@@ -265,7 +261,8 @@ def _evaluate_members(members: list[Member], dev: Tokenized, gold: list[int], nu
     for m in members:
         r = evaluate(m.model, dev, gold, num_classes, max_tokens, device)
         results[m.name] = {k: round(r[k], 5) for k in ("accuracy", "macro_f1")}
-        if (r["accuracy"], r["macro_f1"]) > (m.best["accuracy"], m.best["macro_f1"]):
+        # ties go to the later (longer trained) state: a small dev set ties often
+        if (r["accuracy"], r["macro_f1"]) >= (m.best["accuracy"], m.best["macro_f1"]):
             m.best = {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "step": step}
             m.best_state = trainable_state(m.model)
     return results

@@ -194,3 +194,24 @@ def test_two_process_gloo_ddp(tiny_data, tiny_bert_dir, tmp_path):
     assert [r["rank"] for r in report["ranks"]] == [0, 1] and digests[0] == digests[1]
     assert load_checkpoint(out / "student").labels == ["alpha", "beta", "gamma"]
 
+
+
+def test_default_student_layers_are_ordered_model_views():
+    from nanonet.train.trainer import default_student_layers
+
+    assert default_student_layers(6, 2) == [[0, 2, 4], [1, 3, 5]]
+    assert default_student_layers(6, 3) == [[0, 2, 4], [1, 3, 5], [0, 2, 4]]
+    assert default_student_layers(4, 1) == [[0, 2]]
+
+
+def test_unusable_attention_backend_is_a_clear_error(tiny_data, tiny_bert_dir, tmp_path):
+    with pytest.raises(NanonetError, match="--attention: attention backend 'flash' is unavailable here"):
+        train(tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, attention="flash"), progress=False)
+    with pytest.raises(NanonetError, match="--attention: unknown backend 'magic'"):
+        train(tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, attention="magic"), progress=False)
+
+
+def test_few_steps_still_train_the_students(tiny_data, tiny_bert_dir, tmp_path):
+    """A run shorter than the teacher warm-up still gives the students half the steps."""
+    report = train(tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, steps=4, eval_every=2, teacher_warmup_steps=30), progress=False)
+    assert report["history"][-1]["student_ce"] > 0

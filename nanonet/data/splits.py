@@ -87,7 +87,12 @@ def _load_hub_dataset(name: str, text_col: str, label_col: str) -> dict[str, Tab
                 raise NanonetError(f"--data {name}: split '{key}' has no column '{col}' (have: {', '.join(part.column_names)})")
         feature = part.features[label_col]
         names = getattr(feature, "names", None)
-        labels = [names[x] if names else str(x) for x in part[label_col]]
+        raw = part[label_col]
+        if names and any(x is None or x < 0 for x in raw):  # hub test splits often hide labels as -1
+            if split == "train":
+                raise NanonetError(f"--data {name}: the train split has unlabeled rows (label -1)")
+            continue
+        labels = [names[x] if names else str(x) for x in raw]
         tables[split] = Table(f"{name}[{key}]", list(part[text_col]), labels)
     if "train" not in tables:
         raise NanonetError(f"--data {name}: the dataset has no train split")

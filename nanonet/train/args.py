@@ -57,7 +57,7 @@ class TrainArgs:
     warmup: float = 0.06
     """Fraction of steps with a linear learning-rate warm-up (then linear decay to zero)."""
     teacher_warmup_steps: int = 30
-    """Steps in which only the teacher trains on the labels before the students distil from it."""
+    """Steps in which only the teacher trains on the labels before the students start (at most half the steps)."""
     temperature: float = 2.0
     """Temperature of the logit distillation (KL, scaled by T^2)."""
     kd_weight: float = 1.0
@@ -117,6 +117,8 @@ class TrainArgs:
             raise bad("views", f"each must be one of {', '.join(VIEWS)}")
         if not 0 <= self.cutoff_rate < 1:
             raise bad("cutoff_rate", "must be in [0, 1)")
+        if self.attention not in ("auto", "flash", "torch_varlen", "sdpa", "reference"):
+            raise bad("attention", f"unknown backend '{self.attention}' (known: auto, flash, torch_varlen, sdpa, reference)")
         if self.eval_every < 1:
             raise bad("eval_every", "must be >= 1")
         for name in ("labeled_tokens", "unlabeled_tokens", "eval_tokens"):

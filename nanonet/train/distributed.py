@@ -51,6 +51,15 @@ def barrier(ctx: Context) -> None:
         td.barrier()
 
 
+def broadcast_object(obj, ctx: Context):
+    """Rank 0's `obj` on every rank."""
+    if not ctx.distributed:
+        return obj
+    box = [obj]
+    td.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def teardown(ctx: Context) -> None:
     if ctx.distributed and td.is_initialized():
         td.destroy_process_group()

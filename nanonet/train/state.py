@@ -22,7 +22,7 @@ def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_state(directory: Path, args, cohort, optimizer, scheduler, members, step: int, history: list,
-               tokens: int, seconds: float) -> None:  # fmt: skip
+               tokens: int, seconds: float, world_size: int = 1) -> None:  # fmt: skip
     from safetensors.torch import save_file
 
     tensors = {f"model.{k}": v for k, v in trainable_state(cohort).items()}
@@ -34,8 +34,10 @@ def save_state(directory: Path, args, cohort, optimizer, scheduler, members, ste
         for key, value in slots.items():
             tensors[f"opt.{idx}.{key}"] = value.detach().cpu().reshape(value.shape)
     tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
     meta = {
-        "step": step, "history": history, "tokens": tokens, "seconds": seconds,
+        "step": step, "history": history, "tokens": tokens, "seconds": seconds, "world_size": world_size,
         "args": {k: v for k, v in args.to_dict().items() if k not in IGNORED_ARGS},
         "best": [m.best for m in members], "has_best": [m.best_state is not None for m in members],
         "param_groups": opt["param_groups"], "scheduler": scheduler.state_dict(),
@@ -45,8 +47,11 @@ def save_state(directory: Path, args, cohort, optimizer, scheduler, members, ste
         (tmp / "state.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
-def load_state(directory: Path, args, cohort, optimizer, scheduler, members) -> tuple[int, list, int, float]:
-    """Restore a saved state into a freshly built cohort; returns (step, history, tokens, seconds)."""
+def load_state(directory: Path, args, cohort, optimizer, scheduler, members, world_size: int = 1) -> tuple[int, list, int, float]:
+    """Restore a saved state into a freshly built cohort; returns (step, history, tokens, seconds).
+
+    Resuming is exact on a CPU in one process. Elsewhere it continues correctly but not
+    bitwise: only rank 0's RNG state is kept, and GPU kernels are not deterministic."""
     from nanonet.model.checkpoint import read_safetensors
 
     meta_file = directory / "state.json"
@@ -56,6 +61,8 @@ def load_state(directory: Path, args, cohort, optimizer, scheduler, members) -> 
         meta = json.loads(meta_file.read_text())
     except json.JSONDecodeError as e:
         raise NanonetError(f"{meta_file}: not valid JSON ({e})") from None
+    if meta.get("world_size", 1) != world_size:
+        raise NanonetError(f"{directory}: saved with {meta.get('world_size', 1)} processes, resumed with {world_size}; use the same number")
     now = {k: v for k, v in args.to_dict().items() if k not in IGNORED_ARGS}
     changed = sorted(k for k in now if json.dumps(now[k]) != json.dumps(meta["args"].get(k)))
     if changed:
@@ -79,4 +86,6 @@ def load_state(directory: Path, args, cohort, optimizer, scheduler, members) -> 
     optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
     scheduler.load_state_dict(meta["scheduler"])
     torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
     return meta["step"], meta["history"], meta["tokens"], meta["seconds"]

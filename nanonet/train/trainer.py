@@ -60,10 +60,12 @@ class Member:
 
 
 def default_student_layers(num_layers: int, k: int) -> list[list[int]]:
-    """K interleaved selections of half the layers: 6 layers, K=2 -> [0,2,4], [1,3,5]."""
-    size = max(1, num_layers // 2)
-    stride = max(1, num_layers // size)
-    return [[(j * stride + i) % num_layers for j in range(size)] for i in range(k)]
+    """K selections of every other layer, in order: 6 layers -> [0,2,4], [1,3,5], [0,2,4], ...
+
+    Students beyond the first two repeat a selection; their data views still differ."""
+    if num_layers == 1:
+        return [[0] for _ in range(k)]
+    return [list(range(i % 2, num_layers, 2)) for i in range(k)]
 
 
 def evaluate(model: NanoClassifier, tokens: Tokenized, gold: list[int], num_classes: int, max_tokens: int,
@@ -116,19 +118,21 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
     max_length = args.max_length or teacher_src.encoder.config.max_length
     tok = lambda texts: tokenize(texts, teacher_src.tokenizer_file, max_length)  # noqa: E731
     lab, unl, dev, test = tok(splits.labeled_texts), tok(splits.unlabeled_texts), tok(splits.dev_texts), tok(splits.test_texts)
-    if len(unl) == 0:
+    uses_unlabeled = any(w > 0 for w in (args.kd_weight, args.mutual_weight, args.hidden_weight, args.self_train_weight))
+    if uses_unlabeled and len(unl) == 0:
         raise NanonetError(f"{args.data}: no unlabeled text left after drawing {args.labels_per_class} per class; add --unlabeled FILE")
     lab_y = torch.tensor(splits.labeled_ids)
     lab_stream = BatchStream(lab.lengths, args.labeled_tokens, args.seed, LAB_SALT)
     unl_stream = BatchStream(unl.lengths, args.unlabeled_tokens, args.seed, UNL_SALT)
     # supervised-only runs (no distillation, no mutual learning) never touch unlabeled text
-    uses_unlabeled = any(w > 0 for w in (args.kd_weight, args.mutual_weight, args.hidden_weight, args.self_train_weight))
     epoch_stream = unl_stream if uses_unlabeled else lab_stream
     steps = args.steps or max(1, math.ceil(args.epochs * epoch_stream.batches_per_epoch() / ctx.world_size))
     num_classes = len(splits.labels)
+    warmup = min(args.teacher_warmup_steps, steps // 2)  # the students get at least half the steps
 
     # 2. cohort
     encoder = teacher_src.encoder
+    _check_backend(args.attention, ctx.device, encoder.config.head_size)
     encoder.attention = args.attention
     teacher = NanoClassifier(encoder, num_classes, teacher_src.pooling)
     layer_sets = args.student_layers or default_student_layers(encoder.config.num_layers, args.students)
@@ -148,8 +152,8 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
 
     start, history, tokens_seen, seconds = 0, [], 0, 0.0
     if args.resume:
-        start, history, tokens_seen, seconds = load_state(out / "state", args, cohort, optimizer, scheduler, members)
-    elif (out / "state").exists() and ctx.rank == 0:
+        start, history, tokens_seen, seconds = load_state(out / "state", args, cohort, optimizer, scheduler, members, ctx.world_size)
+    elif (out / "state").exists():  # checked on every rank, so no rank waits for one that stopped
         raise NanonetError(f"{out}: holds a previous run's state; pass --resume to continue it, or choose another --out")
 
     # 4./5. steps
@@ -161,7 +165,7 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
             k = step * ctx.world_size + ctx.rank
             lab_rows = lab_stream[k]
             labeled = packed_rows(lab, lab_rows).to(ctx.device)
-            active = step >= args.teacher_warmup_steps
+            active = step >= warmup
             inputs = StepInputs(labeled, lab_y[lab_rows].to(ctx.device), active)
             if active and uses_unlabeled:
                 unl_rows = unl_stream[k]
@@ -171,8 +175,7 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
                 for m in members[1:]:
                     view = cutoff(unlabeled, args.cutoff_rate, g) if m.view == "cutoff" else unlabeled
                     views.append((view.to(ctx.device), args.noise_std if m.view == "noise" else 0.0))
-                distil_steps = max(1, steps - args.teacher_warmup_steps)
-                weight = args.mutual_weight * ramp(step - args.teacher_warmup_steps, distil_steps, args.mutual_rampup)
+                weight = args.mutual_weight * ramp(step - warmup, max(1, steps - warmup), args.mutual_rampup)
                 teacher_view = cutoff(unlabeled, args.cutoff_rate, g).to(ctx.device) if args.self_train_weight > 0 else None
                 inputs = StepInputs(labeled, inputs.labels, True, unlabeled.to(ctx.device), views, weight, teacher_view)
                 tokens_seen += unlabeled.num_tokens * ctx.world_size
@@ -187,11 +190,12 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
             done = step + 1
             if done % args.eval_every == 0 or done == steps:
                 record = {"step": done, "loss": round(last_loss, 5), **{k: round(float(v.detach()), 5) for k, v in terms.items() if k != "total"}}
-                record["dev"] = _evaluate_members(members, dev, splits.dev_ids, num_classes, args.eval_tokens, ctx.device, done)
+                record["dev"] = _evaluate_members(members, dev, splits.dev_ids, num_classes, args.eval_tokens, ctx, done)
                 history.append(record)
                 seconds_now = seconds + time.perf_counter() - tic
                 if ctx.rank == 0:
-                    save_state(out / "state", args, cohort, optimizer, scheduler, members, done, history, tokens_seen, seconds_now)
+                    save_state(out / "state", args, cohort, optimizer, scheduler, members, done, history, tokens_seen, seconds_now,
+                               ctx.world_size)  # fmt: skip
                 dist.barrier(ctx)
             if bar:
                 elapsed = seconds + time.perf_counter() - tic
@@ -247,6 +251,16 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
     return report
 
 
+def _check_backend(name: str, device: torch.device, head_size: int) -> None:
+    from nanonet.model.attention import pick_backend
+
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        pick_backend(device, dtype, head_size, name)
+    except ValueError as e:
+        raise NanonetError(f"--attention: {e}") from None
+
+
 def _backend_name(encoder, device: torch.device) -> str:
     from nanonet.model.attention import pick_backend
 
@@ -255,11 +269,16 @@ def _backend_name(encoder, device: torch.device) -> str:
 
 
 def _evaluate_members(members: list[Member], dev: Tokenized, gold: list[int], num_classes: int, max_tokens: int,
-                      device: torch.device, step: int) -> dict:  # fmt: skip
-    """Dev metrics of every member; a member that improves keeps a copy of its state."""
+                      ctx: dist.Context, step: int) -> dict:  # fmt: skip
+    """Dev metrics of every member; a member that improves keeps a copy of its state.
+
+    Rank 0 evaluates and every rank takes its figures, so replicas keep the same best states."""
+    scores = None
+    if ctx.rank == 0:
+        scores = [evaluate(m.model, dev, gold, num_classes, max_tokens, ctx.device) for m in members]
+    scores = dist.broadcast_object(scores, ctx)
     results = {}
-    for m in members:
-        r = evaluate(m.model, dev, gold, num_classes, max_tokens, device)
+    for m, r in zip(members, scores):
         results[m.name] = {k: round(r[k], 5) for k in ("accuracy", "macro_f1")}
         # ties go to the later (longer trained) state: a small dev set ties often
         if (r["accuracy"], r["macro_f1"]) >= (m.best["accuracy"], m.best["macro_f1"]):

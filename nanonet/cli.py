@@ -138,13 +138,16 @@ def _pct(x: Optional[float]) -> str:
 
 def _print_train_report(report: dict, out: str) -> None:
     table = Table(title=f"nanonet train: {report['settings']['data']}, {report['settings']['labels_per_class']} labels per class, seed {report['settings']['seed']}", title_justify="left")
-    for col in ("model", "layers", "view", "dev acc", "dev F1", "test acc", "test F1", "trainable / total params", "best step"):
-        table.add_column(col)
+    for col in ("model", "layers", "view", "dev acc / F1", "test acc / F1", "trainable / total"):
+        table.add_column(col, no_wrap=True)
     chosen = report["chosen_student"]
     for i, r in enumerate([report["teacher"], *report["students"]]):
-        name = r["name"] + (" (chosen)" if i - 1 == chosen else "")
-        table.add_row(name, ",".join(map(str, r["layers"])), r["view"] or "-", _pct(r["dev"]["accuracy"]), _pct(r["dev"]["macro_f1"]),
-                      _pct(r["test"]["accuracy"]), _pct(r["test"]["macro_f1"]), f"{r['trainable_parameters']:,} / {r['parameters']:,}", str(r["best_step"]))  # fmt: skip
+        name = r["name"] + (" *" if i - 1 == chosen else "")
+        table.add_row(name, ",".join(map(str, r["layers"])), r["view"] or "-",
+                      f"{_pct(r['dev']['accuracy'])} / {_pct(r['dev']['macro_f1'])}",
+                      f"{_pct(r['test']['accuracy'])} / {_pct(r['test']['macro_f1'])}",
+                      f"{r['trainable_parameters'] / 1e3:,.1f}K / {r['parameters'] / 1e6:,.1f}M")  # fmt: skip
+    table.caption = "* the chosen student (best dev accuracy), saved to RUN/student"
     out_console.print(table)
     t, d = report["training"], report["data"]
     out_console.print(

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from nanonet.errors import NanonetError
-from nanonet.model.config import EncoderConfig, from_hf_config
+from nanonet.model.config import from_hf_config
 from nanonet.model.encoder import NanoEncoder
 
 DEFAULT_TEACHER = "sentence-transformers/all-MiniLM-L6-v2"

@@ -32,7 +32,6 @@ from nanonet.fsutil import atomic_write_text
 from nanonet.model.checkpoint import make_student, save_checkpoint
 from nanonet.model.encoder import NanoClassifier
 from nanonet.model.hf import load_pretrained
-from nanonet.model.packing import Packed
 from nanonet.train import distributed as dist
 from nanonet.train.args import TrainArgs
 from nanonet.train.cohort import Cohort, StepInputs

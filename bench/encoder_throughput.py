@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 from tokenizers import Tokenizer
 
+from nanonet.fsutil import atomic_write_text
 from nanonet.model import load_pretrained, make_student, pack_padded
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,10 +100,7 @@ def main() -> None:
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads, "torch": torch.__version__},
         "rows": rows,
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    tmp = OUT.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(OUT)
+    atomic_write_text(OUT, json.dumps(report, indent=2) + "\n")
     if args.json:
         print(json.dumps(report, indent=2))
         return

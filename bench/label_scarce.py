@@ -23,6 +23,7 @@ from pathlib import Path
 
 os.environ.setdefault("NANONET_NO_PROGRESS", "1")
 
+from nanonet.fsutil import atomic_write_text  # noqa: E402
 from nanonet.train import TrainArgs, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,10 +77,7 @@ def main() -> None:
 
 
 def _write(results: list[dict]) -> None:
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    tmp = OUT.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"benchmark": "label_scarce", "runs": results, "summary": summarise(results)}, indent=2) + "\n")
-    tmp.replace(OUT)
+    atomic_write_text(OUT, json.dumps({"benchmark": "label_scarce", "runs": results, "summary": summarise(results)}, indent=2) + "\n")
 
 
 def summarise(results: list[dict]) -> list[dict]:

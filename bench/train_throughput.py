@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 from tokenizers import Tokenizer
 
+from nanonet.fsutil import atomic_write_text
 from nanonet.model import NanoClassifier, load_pretrained, make_student, pack_padded
 from nanonet.train.peft import set_trainable
 
@@ -112,10 +113,7 @@ def main() -> None:
     report = {"benchmark": "train_throughput", "set": args.set, "batch_size": args.batch_size, "steps": args.steps,
               "threads": args.threads, "padding_share": round(1 - real / padded_positions, 3), "rows": rows_out,
               "packed_speedup": round(ratio, 2)}  # fmt: skip
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    tmp = OUT.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(OUT)
+    atomic_write_text(OUT, json.dumps(report, indent=2) + "\n")
     table = Table(title=f"Training step, {args.set}, batch {args.batch_size}, bias-only student {LAYERS}, CPU fp32, {args.threads} threads")
     for col in ("mode", "median s/step", "real tokens/s"):
         table.add_column(col)

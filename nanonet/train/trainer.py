@@ -131,7 +131,7 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
 
     # 2. cohort
     encoder = teacher_src.encoder
-    _check_backend(args.attention, ctx.device, encoder.config.head_size)
+    backend = _backend(args.attention, ctx.device, encoder.config.head_size)
     encoder.attention = args.attention
     teacher = NanoClassifier(encoder, num_classes, teacher_src.pooling)
     layer_sets = args.student_layers or default_student_layers(encoder.config.num_layers, args.students)
@@ -234,7 +234,7 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
             "tokens_per_second": round(tokens_seen / max(seconds, 1e-9), 1),
             "padding_avoided": round(padding_share(unl.lengths, unl_batches), 4),
             "device": ctx.device.type, "world_size": ctx.world_size,
-            "attention_backend": _backend_name(encoder, ctx.device),
+            "attention_backend": backend,
         },  # fmt: skip
         "ranks": dist.gather_weight_digests(cohort, ctx),
         "history": history,
@@ -250,21 +250,15 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
     return report
 
 
-def _check_backend(name: str, device: torch.device, head_size: int) -> None:
+def _backend(name: str, device: torch.device, head_size: int) -> str:
+    """The attention backend training will use (bf16 on CUDA, fp32 on CPU); a bad --attention is a one-line error."""
     from nanonet.model.attention import pick_backend
 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     try:
-        pick_backend(device, dtype, head_size, name)
+        return pick_backend(device, dtype, head_size, name).name
     except ValueError as e:
         raise NanonetError(f"--attention: {e}") from None
-
-
-def _backend_name(encoder, device: torch.device) -> str:
-    from nanonet.model.attention import pick_backend
-
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    return pick_backend(device, dtype, encoder.config.head_size, encoder.attention).name
 
 
 def _evaluate_members(members: list[Member], dev: Tokenized, gold: list[int], num_classes: int, max_tokens: int,

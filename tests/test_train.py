@@ -66,6 +66,15 @@ def test_all_trains_weights_too(tiny_data, tiny_bert_dir, tmp_path):
     assert s["trainable_parameters"] == s["parameters"]
 
 
+def test_teacher_can_train_everything_while_students_train_biases(tiny_data, tiny_bert_dir, tmp_path):
+    report = train(tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, teacher_trainable="all", steps=4), progress=False)
+    assert report["teacher"]["trainable_parameters"] == report["teacher"]["parameters"]
+    assert all(s["trainable_parameters"] < s["parameters"] for s in report["students"])
+    before = load_pretrained(str(tiny_bert_dir)).encoder.state_dict()
+    after = load_checkpoint(tmp_path / "run" / "teacher").model.encoder.state_dict()
+    assert not torch.equal(before["layers.0.attn.qkv.weight"], after["layers.0.attn.qkv.weight"])
+
+
 def test_supervised_only_run_uses_no_unlabeled_text(tiny_data, tiny_bert_dir, tmp_path):
     args = tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, kd_weight=0.0, mutual_weight=0.0, self_train_weight=0.0, students=1, steps=None, epochs=3)
     report = train(args, progress=False)

@@ -40,6 +40,10 @@ class TrainArgs:
     """Teacher layers of each student; default: even and odd layers (0,2,4 / 1,3,5 of 6)."""
     trainable: str = "bias"
     """'bias' (bias terms and the classifier heads), 'bias+norm' (also LayerNorm weights), or 'all'."""
+    teacher_trainable: str = "bias"
+    """What the teacher trains (same choices as `trainable`); only the students ship, so "all" costs training time only."""
+    teacher_lr: float | None = None
+    """AdamW learning rate of the teacher's encoder parameters; default as for `lr` by `teacher_trainable`."""
     steps: int | None = None
     """Optimizer steps; default: `epochs` passes over the unlabeled pool."""
     epochs: float = 2.0
@@ -103,6 +107,8 @@ class TrainArgs:
             raise bad("students", "must be >= 1")
         if self.trainable not in TRAINABLE:
             raise bad("trainable", f"must be one of {', '.join(TRAINABLE)}, got '{self.trainable}'")
+        if self.teacher_trainable not in TRAINABLE:
+            raise bad("teacher_trainable", f"must be one of {', '.join(TRAINABLE)}, got '{self.teacher_trainable}'")
         if self.student_layers is not None and len(self.student_layers) != self.students:
             raise bad("student_layers", f"gives {len(self.student_layers)} layer lists for {self.students} students")
         if self.steps is not None and self.steps < 1:

@@ -142,7 +142,7 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
 
     # 3. trainable parameters
     for m in members:
-        m.trainable, m.total = set_trainable(m.model, args.trainable)
+        m.trainable, m.total = set_trainable(m.model, args.teacher_trainable if m.name == "teacher" else args.trainable)
     cohort = Cohort(teacher, [m.model for m in members[1:]], args.temperature, args.kd_weight, args.hidden_weight,
                     args.mutual_loss, args.self_train_weight, args.confidence)  # fmt: skip
     cohort.to(ctx.device).train()
@@ -281,12 +281,18 @@ def _evaluate_members(members: list[Member], dev: Tokenized, gold: list[int], nu
 
 
 def _optimizer(cohort: Cohort, args: TrainArgs, steps: int):
-    heads, rest = [], []
+    heads, teacher, students = [], [], []
     for name, p in cohort.named_parameters():
         if p.requires_grad:
-            (heads if ".head." in f".{name}" or name.startswith("projections.") else rest).append(p)
-    lr = args.lr if args.lr is not None else (5e-5 if args.trainable == "all" else 3e-3)
-    groups = [{"params": rest, "lr": lr}, {"params": heads, "lr": args.head_lr}]
+            if ".head." in f".{name}" or name.startswith("projections."):
+                heads.append(p)
+            else:
+                (teacher if name.startswith("teacher.") else students).append(p)
+    groups = [
+        {"params": teacher, "lr": _default_lr(args.teacher_lr, args.teacher_trainable)},
+        {"params": students, "lr": _default_lr(args.lr, args.trainable)},
+        {"params": heads, "lr": args.head_lr},
+    ]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=args.weight_decay)
     warm = max(1, int(args.warmup * steps))
 
@@ -296,6 +302,10 @@ def _optimizer(cohort: Cohort, args: TrainArgs, steps: int):
         return max(0.0, (steps - s) / max(1, steps - warm))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def _default_lr(lr: float | None, trainable: str) -> float:
+    return lr if lr is not None else (5e-5 if trainable == "all" else 3e-3)
 
 
 class _Bar:

@@ -103,11 +103,13 @@ def train(
     label_col: str = typer.Option("label", "--label-col"),
     students: int = typer.Option(2, "--students", help="K students in the cohort."),
     student_layers: Optional[str] = typer.Option(None, "--student-layers", help="Teacher layers per student, e.g. 0,2,4/1,3,5."),
-    trainable: str = typer.Option("bias", "--trainable", help="bias | bias+norm | all"),
+    trainable: str = typer.Option("bias", "--trainable", help="What the students train: bias | bias+norm | all"),
+    teacher_trainable: str = typer.Option("bias", "--teacher-trainable", help="What the teacher trains: bias | bias+norm | all"),
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (default: --epochs over the unlabeled pool)."),
     epochs: float = typer.Option(2.0, "--epochs", help="Passes over the unlabeled pool when --steps is not given."),
     eval_every: int = typer.Option(25, "--eval-every", help="Dev evaluation and resume state every M steps."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Encoder learning rate (default 3e-3 for bias, 5e-5 for all)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Students' encoder learning rate (default 3e-3 for bias, 5e-5 for all)."),
+    teacher_lr: Optional[float] = typer.Option(None, "--teacher-lr", help="Teacher's encoder learning rate (same defaults)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last saved state."),
     attention: str = typer.Option("auto", "--attention", help="auto | flash | torch_varlen | sdpa | reference"),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch."),
@@ -119,7 +121,8 @@ def train(
     args = TrainArgs(
         data=data, out=out, labels_per_class=labels_per_class, seed=seed, teacher=teacher, unlabeled=list(unlabeled),
         text_col=text_col, label_col=label_col, students=students, student_layers=_layer_sets(student_layers),
-        trainable=trainable, steps=steps, epochs=epochs, eval_every=eval_every, lr=lr, resume=resume,
+        trainable=trainable, teacher_trainable=teacher_trainable, steps=steps, epochs=epochs, eval_every=eval_every,
+        lr=lr, teacher_lr=teacher_lr, resume=resume,
         attention=attention, threads=threads,
     )  # fmt: skip
     try:
@@ -180,6 +183,138 @@ def evaluate_command(
         table.add_row(escape(name), str(row["n"]), _pct(row["accuracy"]))
     table.add_row("[bold]all", str(result["n"]), f"[bold]{_pct(result['accuracy'])}[/] (macro-F1 {_pct(result['macro_f1'])})")
     out_console.print(table)
+
+
+@app.command("export")
+def export_command(
+    checkpoint: str = typer.Argument(..., help="A nanonet checkpoint directory (e.g. RUN/student)."),
+    out: str = typer.Option(..., "--out", help="Bundle directory to write (replaced atomically)."),
+    onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Write model.onnx (the padded CPU graph)."),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default: the route's, 23 for dynamo)."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Truncate texts to L tokens (default: the model's)."),
+    route: str = typer.Option("auto", "--route", help="auto | dynamo | legacy (see export/onnx_export.py)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+) -> None:
+    """Export a checkpoint to a bundle: model.onnx verified against torch, tokenizer.json, manifest.json."""
+    from nanonet.extras import require
+
+    require("torch", "nanonet export")
+    from export.bundle import export_bundle
+    from export.onnx_export import DEFAULT_ROUTE
+
+    if not onnx:
+        raise NanonetError("--no-onnx: a bundle needs model.onnx (the TensorRT graph builds on it)")
+    with err.status("exporting and verifying against torch"):
+        manifest = export_bundle(checkpoint, out, max_length, opset, DEFAULT_ROUTE if route == "auto" else route)
+    if as_json:
+        out_console.print_json(json.dumps(manifest))
+        return
+    table = Table(title=f"nanonet export: {checkpoint} -> {out}", title_justify="left")
+    for col in ("check", "batch", "max len", "max abs diff", "argmax"):
+        table.add_column(col)
+    for c in manifest["export"]["verification"]:
+        table.add_row(escape(c["shape"]), str(c["batch"]), str(c["max_len"]), f"{c['max_abs_diff']:.1e}", "equal" if c["argmax_equal"] else "DIFFERS")
+    out_console.print(table)
+    files = ", ".join(f"{k} {v['bytes'] / 1e6:.1f} MB" for k, v in manifest["files"].items())
+    out_console.print(f"route {manifest['export']['route']} (opset {manifest['export']['opset']}); labels {', '.join(map(escape, manifest['labels']))}; {files}")
+
+
+def _parse_sizes(value: str) -> list[int]:
+    try:
+        sizes = [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise NanonetError(f"--batch-sizes: expected positive integers such as 1,8,32,128, got '{value}'")
+    return sizes
+
+
+@app.command()
+def predict(
+    bundle: str = typer.Argument(..., help="A bundle directory (from nanonet export)."),
+    texts: Optional[list[str]] = typer.Argument(None, help="Texts to classify (or use --input)."),
+    input: Optional[str] = typer.Option(None, "--input", help="A JSONL, CSV, TSV or text file, streamed."),
+    output: Optional[str] = typer.Option(None, "--output", help="Write one JSON line per input line here (default: stdout)."),
+    text_col: str = typer.Option("text", "--text-col"),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the backend."),
+    backend: str = typer.Option("auto", "--backend", help="auto | onnxruntime"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
+) -> None:
+    """Classify texts with a bundle (no torch needed)."""
+    from runtimes import load
+
+    if bool(texts) == bool(input):
+        raise NanonetError("give texts as arguments or --input FILE (one of the two)")
+    clf = load(bundle, backend, threads)
+    if texts:
+        preds = clf.predict(texts, batch_size)
+        if as_json or output:
+            lines = "".join(json.dumps({"text": t, **p.to_dict()}, ensure_ascii=False) + "\n" for t, p in zip(texts, preds))
+            _emit(lines, output)
+            return
+        table = Table(title=f"nanonet predict: {bundle}", title_justify="left")
+        for col in ("text", "label", "score"):
+            table.add_column(col)
+        for t, p in zip(texts, preds):
+            table.add_row(escape(t if len(t) <= 80 else t[:77] + "..."), escape(p.label), f"{p.score:.3f}")
+        out_console.print(table)
+        return
+    from nanonet.predict_file import predict_file
+
+    summary = predict_file(clf, input, output, text_col, batch_size, progress=output is not None, console=err)
+    if as_json and output:
+        out_console.print_json(json.dumps(summary))
+    elif output:
+        out_console.print(f"{summary['predicted']} predictions, {summary['malformed']} malformed lines -> {escape(output)}")
+
+
+def _emit(text: str, output: Optional[str]) -> None:
+    if output:
+        from runtimes.fsutil import atomic_write_text
+
+        atomic_write_text(output, text)
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+def bench(
+    bundle: str = typer.Argument(..., help="A bundle directory (from nanonet export)."),
+    data: str = typer.Option(..., "--data", help="Texts to classify: a JSONL, CSV, TSV or text file."),
+    text_col: str = typer.Option("text", "--text-col"),
+    batch_sizes: str = typer.Option("1,8,32,128", "--batch-sizes"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the backend."),
+    backend: str = typer.Option("auto", "--backend", help="auto | onnxruntime"),
+    seconds: float = typer.Option(5.0, "--seconds", help="Time budget per batch size."),
+    max_docs: int = typer.Option(4096, "--max-docs", help="Most documents per batch size."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Measure a bundle: documents/s and p50/p95/p99 latency per batch size, load time, memory, size."""
+    from rich.progress import Progress
+
+    from runtimes.benchmark import bench_bundle
+    from runtimes.texts import iter_records
+
+    sizes = _parse_sizes(batch_sizes)
+    texts = [r.text for r, _ in zip((r for r in iter_records(data, text_col) if r.text), range(max_docs))]
+    if not texts:
+        raise NanonetError(f"{data}: no texts to benchmark with")
+    with Progress(console=err, transient=True, disable=as_json) as bar:
+        task = bar.add_task("bench", total=len(sizes))
+        result = bench_bundle(bundle, texts, sizes, threads, backend, seconds, max_docs, on_size=lambda b: bar.advance(task))
+    if as_json:
+        out_console.print_json(json.dumps(result))
+        return
+    table = Table(title=f"nanonet bench: {bundle} ({result['backend']}, {result['precision']}, threads {threads or 'default'})", title_justify="left")
+    for col in ("batch", "docs/s", "p50 ms", "p95 ms", "p99 ms", "overhead"):
+        table.add_column(col, justify="right")
+    for r in result["results"]:
+        table.add_row(str(r["batch_size"]), f"{r['docs_per_second']:,.1f}", f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}",
+                      f"{r['p99_ms']:.1f}", f"{100 * r['overhead_share']:.1f}%")  # fmt: skip
+    out_console.print(table)
+    out_console.print(f"load {result['load_seconds']:.2f}s, peak memory {result['peak_rss_mb']:.0f} MB, bundle {result['bundle_mb']:.1f} MB, "
+                      f"{result['texts']} texts from {escape(data)}")
 
 
 def main() -> None:

@@ -55,8 +55,8 @@ def rope_tables(batch: Packed, head_size: int, theta: float, dtype: torch.dtype)
     if key not in batch.cache:
         dev = batch.position_ids.device
         inv_freq = 1.0 / (theta ** (torch.arange(0, head_size, 2, device=dev, dtype=torch.float32) / head_size))
-        freqs = batch.position_ids[:, None].float() * inv_freq  # (T, hs/2)
-        emb = torch.cat((freqs, freqs), dim=-1)[:, None, :]  # (T, 1, hs)
+        freqs = batch.position_ids[..., None].float() * inv_freq  # (T, hs/2)
+        emb = torch.cat((freqs, freqs), dim=-1).unsqueeze(-2)  # (T, 1, hs)
         batch.cache[key] = (emb.cos().to(dtype), emb.sin().to(dtype))
     return batch.cache[key]
 
@@ -76,16 +76,18 @@ class SelfAttention(nn.Module):
             self.rope_theta = cfg.rope_theta_global if self.window < 0 else cfg.rope_theta_local
 
     def forward(self, x: torch.Tensor, batch: Packed, backend: str) -> torch.Tensor:
-        qkv = self.qkv(x).view(-1, 3, self.num_heads, self.head_size)  # (T, 3, nh, hs)
-        q, k, v = qkv.unbind(1)  # each (T, nh, hs)
+        # x is (T, H) packed; export's padded batch feeds (B, L, H) through the same code
+        qkv = self.qkv(x).unflatten(-1, (3, self.num_heads, self.head_size))  # (T, 3, nh, hs)
+        q, k, v = qkv.unbind(-3)  # each (T, nh, hs)
         if self.rope_theta is not None:
             cos, sin = rope_tables(batch, self.head_size, self.rope_theta, torch.float32)
             q = (q.float() * cos + rotate_half(q.float()) * sin).to(v.dtype)
             k = (k.float() * cos + rotate_half(k.float()) * sin).to(v.dtype)
-        attend = pick_backend(q.device, q.dtype, self.head_size, backend).fn
+        # a batch that brings its own attention (export's padded batch) uses it
+        attend = getattr(batch, "attend", None) or pick_backend(q.device, q.dtype, self.head_size, backend).fn
         dropout = self.dropout if self.training else 0.0
         y = attend(q, k, v, batch, self.window, self.head_size**-0.5, dropout)  # (T, nh, hs)
-        return self.out(y.reshape(x.shape[0], -1))
+        return self.out(y.flatten(-2))
 
 
 class BertBlock(nn.Module):

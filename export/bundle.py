@@ -1,0 +1,81 @@
+"""`export_bundle`: a nanonet checkpoint -> a verified bundle (model.onnx, tokenizer.json,
+manifest.json), written atomically through runtimes.bundle."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from nanonet import __version__
+from nanonet.errors import NanonetError
+from nanonet.model.checkpoint import load_checkpoint
+from nanonet.model.encoder import NanoClassifier
+from runtimes.bundle import Manifest, write_bundle
+from export.onnx_export import DEFAULT_ROUTE, export_verified
+
+
+def bundle_tokenizer(tokenizer_file: Path, max_length: int) -> tuple[bytes, int]:
+    """The checkpoint's tokenizer set to truncate at `max_length` and not to pad (the runtime
+    pads each micro-batch itself); returns (tokenizer.json bytes, pad id)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_file))
+    pad_id = (tok.padding or {}).get("pad_id", 0)
+    tok.no_padding()
+    tok.enable_truncation(max_length)
+    return tok.to_str().encode(), int(pad_id)
+
+
+def layer_table(model: NanoClassifier) -> dict:
+    cfg = model.config
+    return {
+        str(i): {"source_layer": cfg.layer_ids[i], "attention": "global" if cfg.window(i) < 0 else "local",
+                 "half_window": cfg.window(i), "precision": "fp32"}  # fmt: skip
+        for i in range(cfg.num_layers)
+    }
+
+
+def provenance(checkpoint: Path) -> dict:
+    """Where the model came from: the checkpoint's own record and, when the checkpoint sits
+    in a training run directory, the run's figures for the chosen student."""
+    config = json.loads((checkpoint / "config.json").read_text())
+    out = {"checkpoint": str(checkpoint.resolve()), "nanonet_version": __version__, **config.get("provenance", {})}
+    report = checkpoint.parent / "report.json"
+    if report.is_file():
+        try:
+            r = json.loads(report.read_text())
+            chosen = r["students"][r["chosen_student"]]
+            if checkpoint.name == "student":
+                out["training"] = {"dev": chosen["dev"], "test": chosen["test"], "seconds": r["training"]["seconds"],
+                                   "labeled_sha256": r["data"]["labeled_sha256"]}  # fmt: skip
+        except (ValueError, KeyError, IndexError, TypeError):
+            pass  # a report from another version: the checkpoint's own record stands
+    return out
+
+
+def export_bundle(checkpoint: str | Path, out: str | Path, max_length: int | None = None, opset: int | None = None,
+                  route: str = DEFAULT_ROUTE) -> dict:  # fmt: skip
+    """Export, verify against torch, write the bundle; returns the manifest as a dict."""
+    checkpoint = Path(checkpoint)
+    ckpt = load_checkpoint(checkpoint)
+    model = ckpt.model.eval()
+    cfg = model.config
+    limit = cfg.max_position_embeddings if cfg.family == "bert" else cfg.max_length
+    max_length = max_length or cfg.max_length
+    if not 1 < max_length <= limit:
+        raise NanonetError(f"--max-length: must be in 2..{limit} for this model, got {max_length}")
+    work = Path(tempfile.mkdtemp(prefix="nanonet-export-"))
+    try:
+        onnx_path, facts = export_verified(model, max_length, route, opset, work)
+        tokenizer, pad_id = bundle_tokenizer(ckpt.tokenizer_file, max_length)
+        manifest = Manifest(
+            labels=list(ckpt.labels), max_length=max_length, pooling=model.pooling, inputs=facts["inputs"],
+            outputs=facts["outputs"], precision="fp32", family=cfg.family, layers=layer_table(model),
+            provenance=provenance(checkpoint), export={**facts, "pad_id": pad_id},
+        )  # fmt: skip
+        write_bundle(out, manifest, {"model.onnx": onnx_path, "tokenizer.json": tokenizer})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return manifest.__dict__

@@ -118,10 +118,11 @@ def worker(row: str, texts: list[str], batch: int, threads: int, model: str, cla
     elif row == "teacher, optimum ONNX Runtime":
         import onnxruntime as ort
         from optimum.onnxruntime import ORTModelForSequenceClassification
-        from transformers import AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
 
         exported = Path(tempfile.mkdtemp(prefix="optimum-teacher-"))
-        ORTModelForSequenceClassification.from_pretrained(model, export=True, num_labels=classes).save_pretrained(exported)
+        config = AutoConfig.from_pretrained(model, num_labels=classes)
+        ORTModelForSequenceClassification.from_pretrained(model, export=True, config=config).save_pretrained(exported)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
         net = ORTModelForSequenceClassification.from_pretrained(exported, provider="CPUExecutionProvider", session_options=opts)
@@ -135,10 +136,15 @@ def worker(row: str, texts: list[str], batch: int, threads: int, model: str, cla
         extra = {}
     else:
         raise SystemExit(f"unknown row {row}")
-    import resource
+    return {"docs_per_second": len(texts) / total, "p50_ms": 1000 * statistics.median(lat), "peak_rss_mb": _peak_mb(), **extra}
 
-    return {"docs_per_second": len(texts) / total, "p50_ms": 1000 * statistics.median(lat),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra}  # fmt: skip
+
+def _peak_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss it does not carry the parent's peak over exec)."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 # ---- the driver ---------------------------------------------------------------------------
@@ -203,7 +209,7 @@ def main() -> None:
 
     from nanonet.fsutil import atomic_write_text
 
-    console = Console()
+    console = Console(width=150)
     has_optimum = Path(args.optimum_python).is_file()
     if not has_optimum:
         console.print(f"[yellow]{args.optimum_python} not found: the optimum row is skipped (make bench-env builds it)")

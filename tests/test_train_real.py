@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+torch = pytest.importorskip("torch")
+
 from nanonet.model import load_checkpoint
 from nanonet.train import TrainArgs, train
 
@@ -41,3 +43,22 @@ def test_student_beats_chance_on_real_ag_news(tmp_path, monkeypatch):
     print(f"chosen student test accuracy {chosen['test']['accuracy']:.3f} in {report['training']['seconds']:.0f}s")
     assert chosen["test"]["accuracy"] >= 0.6, chosen  # chance is 0.25
     assert load_checkpoint(tmp_path / "run" / "student").model.config.num_layers == 3
+
+    # the trained student exports, verifies, and the torch-free runtime predicts as torch does
+    pytest.importorskip("onnxscript")
+    import numpy as np
+
+    import runtimes
+    from export.bundle import export_bundle
+    from nanonet.model.packing import pack_sequences
+
+    manifest = export_bundle(tmp_path / "run" / "student", tmp_path / "bundle", max_length=48)
+    assert all(c["max_abs_diff"] <= 1e-4 and c["argmax_equal"] for c in manifest["export"]["verification"])
+    assert manifest["provenance"]["training"]["test"]["accuracy"] == chosen["test"]["accuracy"]
+    texts = [json.loads(line)["text"] for line in (data / "test.jsonl").read_text().splitlines()[:40]]
+    clf = runtimes.load(tmp_path / "bundle")
+    got = clf.predict_proba(texts)
+    student = load_checkpoint(tmp_path / "run" / "student")
+    with torch.no_grad():
+        ref = student.model(pack_sequences([e.ids for e in clf.tokenizer.encode_batch(texts)])).softmax(-1).numpy()
+    assert np.abs(got - ref).max() < 1e-4 and (got.argmax(-1) == ref.argmax(-1)).all()

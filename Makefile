@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[train,export,dev]'
+	$(BIN)/python -m pip install -q -e '.[train,export,plot,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

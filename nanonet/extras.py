@@ -17,6 +17,7 @@ EXTRA_OF = {
     "onnx": "export",
     "onnxscript": "export",
     "tensorrt": "trt",
+    "matplotlib": "plot",
     "flash_attn": "gpu",
 }
 

@@ -38,6 +38,7 @@ class Manifest:
     layers: dict = field(default_factory=dict)  # per layer: attention type, window, precision
     provenance: dict = field(default_factory=dict)  # checkpoint, training data hash, metrics
     export: dict = field(default_factory=dict)  # route, opset, verification figures
+    quantization: dict = field(default_factory=dict)  # method, calibration, kept-float layers, census
     format: str = FORMAT
     format_version: int = VERSION
 

@@ -1,0 +1,33 @@
+"""Calibration texts: unlabeled text from a file, sampled to N with a seed, streamed."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from runtimes.errors import NanonetError
+from runtimes.texts import iter_records
+
+
+def sample_texts(path: str | Path, n: int, seed: int = 0, text_col: str = "text") -> list[str]:
+    """Up to `n` texts drawn uniformly from the file (reservoir sampling: one pass, n in memory).
+
+    Malformed lines are skipped; a file with no usable text is a one-line error."""
+    if n < 1:
+        raise NanonetError(f"--samples: must be >= 1, got {n}")
+    rng = random.Random(seed)
+    reservoir: list[str] = []
+    seen = 0
+    for rec in iter_records(path, text_col):
+        if rec.text is None:
+            continue
+        seen += 1
+        if len(reservoir) < n:
+            reservoir.append(rec.text)
+        else:
+            j = rng.randrange(seen)
+            if j < n:
+                reservoir[j] = rec.text
+    if not reservoir:
+        raise NanonetError(f"{path}: no calibration text in it (empty, or no '{text_col}' values)")
+    return reservoir

@@ -1,0 +1,206 @@
+"""`quantize_bundle`: an fp32 bundle -> an int8 bundle, through ONNX Runtime's quantizer.
+
+- dynamic: int8 weights per output channel; activations quantized at run time.
+- static: activation ranges from calibration texts (MinMax, Percentile or Entropy);
+  uint8 activations with int8 per-channel weights on x86 (QDQ format, which ONNX Runtime
+  fuses into integer kernels). Only the matrix multiplications with a weight are
+  quantized: LayerNorm, Softmax, GELU, residual adds, gathers and attention stay float.
+- mixed precision: when agreement with fp32 on a held-out slice of the calibration texts
+  is below `min_agreement`, each quantized matrix multiplication is scored by how far
+  quantizing it alone moves the probabilities, and the most sensitive are kept in float,
+  one more at a time, until the agreement is reached.
+- target tensorrt: explicit symmetric int8 Q/DQ (activations and per-channel weights),
+  the form TensorRT consumes; checked here through ONNX Runtime.
+
+The attention mask's fill value is made finite before calibration (see graph.py), and the
+operator census of the optimized graph must show quantized matrix multiplications.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from calibrate.data import sample_texts
+from calibrate.graph import MASK_VALUE, census, check_quantized, finite_mask, quantize_embedding_table
+from runtimes.bundle import Manifest, read_bundle, write_bundle
+from runtimes.classifier import Classifier
+from runtimes.errors import NanonetError
+
+METHODS = ("dynamic", "static")
+CALIBRATORS = ("minmax", "percentile", "entropy")
+TARGETS = ("cpu", "tensorrt")
+OP_TYPES = ["MatMul", "Gemm"]
+
+
+def _matmuls(model) -> dict[str, str]:
+    """Weight-bearing MatMul/Gemm nodes -> the parameter they multiply by, e.g.
+    'encoder.layers.0.attn.qkv' or 'head' (read from the exporter's node metadata)."""
+    inits = {i.name for i in model.graph.initializer}
+    out = {}
+    for node in model.graph.node:
+        if node.op_type in OP_TYPES and len(node.input) > 1 and node.input[1] in inits:
+            meta = " ".join(p.value for p in node.metadata_props)
+            m = re.search(r"%p_model_(\w+?)_weight", meta)
+            out[node.name] = m.group(1).replace("_", ".") if m else node.name
+    return out
+
+
+def _layer_of(param: str) -> str | None:
+    m = re.search(r"layers\.(\d+)\.", param)
+    return m.group(1) if m else None
+
+
+class _Feeds:
+    """Padded, length-sorted batches of texts, tokenized as the runtime does."""
+
+    def __init__(self, clf: Classifier, texts: list[str], batch_size: int = 16, same_length: bool = False):
+        """`same_length` pads every batch to the longest text: the histogram calibrators
+        (percentile, entropy) stack activations across batches and need one shape."""
+        ids = [e.ids for e in clf.tokenizer.encode_batch(texts)]
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        self.batches = [clf._pad([ids[i] for i in order[s : s + batch_size]]) for s in range(0, len(order), batch_size)]
+        if same_length:
+            L = max(len(x) for x in ids)
+            self.batches = [{k: np.pad(v, ((0, 0), (0, L - v.shape[1])), constant_values=clf.pad_id if k == "input_ids" else 0)
+                             for k, v in b.items()} for b in self.batches]  # fmt: skip
+
+
+def _reader(feeds: _Feeds, names: list[str]):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(feeds.batches)
+
+        def get_next(self):
+            b = next(self.it, None)
+            return None if b is None else {n: b[n] for n in names}
+
+        def rewind(self):
+            self.it = iter(feeds.batches)
+
+    return Reader()
+
+
+def _probs(path: Path, feeds: _Feeds, names: list[str], threads: int | None) -> np.ndarray:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    logits = np.concatenate([s.run(["logits"], {n: b[n] for n in names})[0] for b in feeds.batches])
+    z = np.exp(logits - logits.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
+
+
+def quantize_bundle(bundle: str | Path, out: str | Path, calib: str | Path | None = None, method: str | None = None,
+                    calibrator: str = "minmax", samples: int = 512, seed: int = 0, target: str = "cpu",
+                    min_agreement: float = 0.99, text_col: str = "text", threads: int | None = None,
+                    say: Callable[[str], None] = print) -> dict:  # fmt: skip
+    """Quantize `bundle` into `out`; returns the new manifest (with a `quantization` record)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    if method is not None and method not in METHODS:
+        raise NanonetError(f"--method: must be one of {', '.join(METHODS)}, got '{method}'")
+    if calibrator not in CALIBRATORS:
+        raise NanonetError(f"--calibrator: must be one of {', '.join(CALIBRATORS)}, got '{calibrator}'")
+    if target not in TARGETS:
+        raise NanonetError(f"--target: must be one of {', '.join(TARGETS)}, got '{target}'")
+    if not 0 < min_agreement <= 1:
+        raise NanonetError(f"--min-agreement: must be in (0, 1], got {min_agreement}")
+    src = read_bundle(bundle)
+    if src.manifest.precision != "fp32":
+        raise NanonetError(f"{bundle}: already quantized ({src.manifest.precision}); quantize the fp32 bundle")
+    texts = sample_texts(calib, samples, seed, text_col) if calib is not None else []
+    if method is None:
+        method = "static" if texts else "dynamic"
+        if not texts:
+            say("no --calib file: using dynamic quantization (weights int8, activations quantized at run time)")
+    if method == "static" and not texts:
+        raise NanonetError("--method static needs calibration text: pass --calib FILE")
+    if target == "tensorrt" and method != "static":
+        raise NanonetError("--target tensorrt needs static quantization with calibration text (--calib FILE)")
+
+    clf = Classifier(src, threads=threads)
+    names = list(src.manifest.inputs)
+    held = max(1, min(len(texts) // 5, 256)) if len(texts) > 1 else 0
+    calib_feeds = _Feeds(clf, texts[held:] or texts, same_length=calibrator != "minmax") if texts else None
+    check_feeds = _Feeds(clf, texts[:held]) if held else None
+
+    work = Path(tempfile.mkdtemp(prefix="nanonet-quantize-"))
+    try:
+        model = onnx.load(str(src.file("model.onnx")))
+        fixed_values = finite_mask(model)
+        embedding = quantize_embedding_table(model)
+        fp32 = work / "fp32.onnx"
+        onnx.save(model, str(fp32))
+        matmuls = _matmuls(model)
+        act_type = QuantType.QInt8 if target == "tensorrt" else QuantType.QUInt8
+        cal_method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                      "entropy": CalibrationMethod.Entropy}[calibrator]  # fmt: skip
+        options = {"MatMulConstBOnly": True, "WeightSymmetric": True, "ActivationSymmetric": target == "tensorrt"}
+
+        def run(path: Path, exclude: list[str], only: list[str] | None = None) -> None:
+            if method == "dynamic":
+                quantize_dynamic(fp32, path, op_types_to_quantize=OP_TYPES, per_channel=True, weight_type=QuantType.QInt8,
+                                 nodes_to_exclude=exclude, nodes_to_quantize=only, extra_options={"MatMulConstBOnly": True})  # fmt: skip
+            else:
+                quantize_static(fp32, path, _reader(calib_feeds, names), quant_format=QuantFormat.QDQ, op_types_to_quantize=OP_TYPES,
+                                per_channel=True, activation_type=act_type, weight_type=QuantType.QInt8, calibrate_method=cal_method,
+                                nodes_to_exclude=exclude, nodes_to_quantize=only, extra_options=options,
+                                calibration_cache_path=str(work / "ranges.json"))  # fmt: skip
+
+        int8 = work / "model.onnx"
+        kept: list[str] = []
+        run(int8, kept)
+        agreement = sensitivity = None
+        if check_feeds is not None:
+            ref = _probs(fp32, check_feeds, names, threads)
+            agree = lambda p: float((_probs(p, check_feeds, names, threads).argmax(-1) == ref.argmax(-1)).mean())  # noqa: E731
+            agreement = agree(int8)
+            if agreement < min_agreement:
+                say(f"agreement {agreement:.3f} < {min_agreement}: scoring each matrix multiplication's sensitivity")
+                sensitivity = {}
+                for node in matmuls:
+                    one = work / "one.onnx"
+                    run(one, [], only=[node])
+                    sensitivity[node] = float(np.abs(_probs(one, check_feeds, names, threads) - ref).mean())
+                for node in sorted(sensitivity, key=sensitivity.get, reverse=True):
+                    kept.append(node)
+                    run(int8, kept)
+                    agreement = agree(int8)
+                    say(f"  keeping {len(kept)} in float ({matmuls[node]}): agreement {agreement:.3f}")
+                    if agreement >= min_agreement:
+                        break
+        ops = census(int8)
+        summary = check_quantized(ops, int8, expect_activations=method == "static")
+
+        precision = f"int8-{method}" if not kept else "mixed"
+        manifest = Manifest(**copy.deepcopy(src.manifest.__dict__))
+        manifest.precision = precision
+        for i, layer in manifest.layers.items():
+            float_here = [matmuls[n] for n in kept if _layer_of(matmuls[n]) == i]
+            layer["precision"] = "int8" if not float_here else ("fp32" if len(float_here) >= 4 else "mixed")
+            layer["float_matmuls"] = float_here
+        manifest.quantization = {
+            "method": method, "calibrator": calibrator if method == "static" else None, "target": target,
+            "activations": None if method == "dynamic" else ("int8 symmetric" if target == "tensorrt" else "uint8"),
+            "weights": "int8 per-channel symmetric", "calibration": {"file": str(calib) if calib else None, "samples": len(texts) - held,
+                                                                     "held_out": held, "seed": seed},
+            "mask_value": MASK_VALUE if fixed_values else None, "embedding": embedding, "kept_float": [matmuls[n] for n in kept],
+            "agreement_held_out": agreement, "min_agreement": min_agreement, "sensitivity": {matmuls[k]: v for k, v in (sensitivity or {}).items()},
+            "census": summary, "source_bundle": {"path": str(Path(bundle).resolve()), "model_sha256": src.manifest.files["model.onnx"]["sha256"]},
+        }  # fmt: skip
+        write_bundle(out, manifest, {"model.onnx": int8, "tokenizer.json": src.file("tokenizer.json")})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return manifest.__dict__

@@ -56,8 +56,11 @@ def provenance(checkpoint: Path) -> dict:
 
 
 def export_bundle(checkpoint: str | Path, out: str | Path, max_length: int | None = None, opset: int | None = None,
-                  route: str = DEFAULT_ROUTE) -> dict:  # fmt: skip
-    """Export, verify against torch, write the bundle; returns the manifest as a dict."""
+                  route: str = DEFAULT_ROUTE, trt: bool = False) -> dict:  # fmt: skip
+    """Export, verify against torch, write the bundle; returns the manifest as a dict.
+
+    `trt` also writes model.trt.onnx, the packed graph with VarlenAttention plugin nodes,
+    verified against torch through ONNX Runtime's reference implementation of the op."""
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint)
     model = ckpt.model.eval()
@@ -70,12 +73,17 @@ def export_bundle(checkpoint: str | Path, out: str | Path, max_length: int | Non
     try:
         onnx_path, facts = export_verified(model, max_length, route, opset, work)
         tokenizer, pad_id = bundle_tokenizer(ckpt.tokenizer_file, max_length)
+        files = {"model.onnx": onnx_path, "tokenizer.json": tokenizer}
+        if trt:
+            from export.tensorrt.verify import export_packed_verified
+
+            files["model.trt.onnx"], facts["tensorrt"] = export_packed_verified(model, max_length, work)
         manifest = Manifest(
             labels=list(ckpt.labels), max_length=max_length, pooling=model.pooling, inputs=facts["inputs"],
             outputs=facts["outputs"], precision="fp32", family=cfg.family, layers=layer_table(model),
             provenance=provenance(checkpoint), export={**facts, "pad_id": pad_id},
         )  # fmt: skip
-        write_bundle(out, manifest, {"model.onnx": onnx_path, "tokenizer.json": tokenizer})
+        write_bundle(out, manifest, files)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return manifest.__dict__

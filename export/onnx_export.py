@@ -19,6 +19,7 @@ TensorRT graph build on that op.
 from __future__ import annotations
 
 import tempfile
+import logging
 import warnings
 from pathlib import Path
 
@@ -53,6 +54,7 @@ def export_graph(model: NanoClassifier, path: Path, route: str = DEFAULT_ROUTE, 
     args = _dummy(wrapper)
     names = wrapper.input_names
     opset = opset or (DYNAMO_OPSET if route == "dynamo" else LEGACY_OPSET)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if route == "dynamo":

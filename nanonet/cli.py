@@ -193,6 +193,10 @@ def export_command(
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default: the route's, 23 for dynamo)."),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Truncate texts to L tokens (default: the model's)."),
     route: str = typer.Option("auto", "--route", help="auto | dynamo | legacy (see export/onnx_export.py)."),
+    trt: bool = typer.Option(False, "--trt", help="Also write model.trt.onnx (packed, plugin nodes) and build model.plan where TensorRT runs."),
+    max_tokens: int = typer.Option(16384, "--max-tokens", help="TensorRT profile: most tokens in a batch."),
+    opt_tokens: int = typer.Option(4096, "--opt-tokens", help="TensorRT profile: tokens to tune for."),
+    max_batch: int = typer.Option(128, "--max-batch", help="TensorRT profile: most sequences in a batch."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Export a checkpoint to a bundle: model.onnx verified against torch, tokenizer.json, manifest.json."""
@@ -205,7 +209,7 @@ def export_command(
     if not onnx:
         raise NanonetError("--no-onnx: a bundle needs model.onnx (the TensorRT graph builds on it)")
     with err.status("exporting and verifying against torch"):
-        manifest = export_bundle(checkpoint, out, max_length, opset, DEFAULT_ROUTE if route == "auto" else route)
+        manifest = export_bundle(checkpoint, out, max_length, opset, DEFAULT_ROUTE if route == "auto" else route, trt=trt)
     if as_json:
         out_console.print_json(json.dumps(manifest))
         return
@@ -217,6 +221,40 @@ def export_command(
     out_console.print(table)
     files = ", ".join(f"{k} {v['bytes'] / 1e6:.1f} MB" for k, v in manifest["files"].items())
     out_console.print(f"route {manifest['export']['route']} (opset {manifest['export']['opset']}); labels {', '.join(map(escape, manifest['labels']))}; {files}")
+    if trt:
+        _engine_or_instructions(out, max_tokens, opt_tokens, max_batch)
+
+
+def _engine_or_instructions(bundle: str, max_tokens: int, opt_tokens: int, max_batch: int) -> None:
+    """Build model.plan where TensorRT runs; elsewhere say what was written and how to build it, exit 2."""
+    from export.tensorrt.engine import engine_command, unavailable
+
+    why = unavailable()
+    if why:
+        err.print(f"wrote {escape(bundle)}/model.trt.onnx (packed graph, VarlenAttention plugin nodes, checked against torch); "
+                  f"no engine built here: {escape(why)}. On the target device run: {escape(engine_command(bundle))}", highlight=False,
+                  soft_wrap=True)  # fmt: skip
+        raise typer.Exit(2)
+    from export.tensorrt.build import build_bundle_engine
+
+    result = build_bundle_engine(bundle, max_tokens, opt_tokens, max_batch, log=lambda m: err.print(escape(m), highlight=False))
+    out_console.print(f"engine: {escape(bundle)}/model.plan (TensorRT {result['tensorrt']}, {result['attention']})")
+
+
+@app.command()
+def engine(
+    bundle: str = typer.Argument(..., help="A bundle exported with --trt (it holds model.trt.onnx)."),
+    max_tokens: int = typer.Option(16384, "--max-tokens", help="Profile: most tokens in a batch."),
+    opt_tokens: int = typer.Option(4096, "--opt-tokens", help="Profile: tokens to tune for."),
+    max_batch: int = typer.Option(128, "--max-batch", help="Profile: most sequences in a batch."),
+) -> None:
+    """Build the TensorRT engine (model.plan) of a bundle, on the device that will run it."""
+    from export.tensorrt.engine import unavailable
+
+    why = unavailable()
+    if why:
+        raise NanonetError(f"nanonet engine: {why}")
+    _engine_or_instructions(bundle, max_tokens, opt_tokens, max_batch)
 
 
 def _parse_sizes(value: str) -> list[int]:

@@ -16,6 +16,7 @@ EXTRA_OF = {
     "huggingface_hub": "train",
     "onnx": "export",
     "onnxscript": "export",
+    "onnxruntime_extensions": "export",
     "tensorrt": "trt",
     "matplotlib": "plot",
     "flash_attn": "gpu",

@@ -2,6 +2,7 @@
 
 | backend      | runs            | needs                                  |
 |--------------|-----------------|----------------------------------------|
+| tensorrt     | model.plan      | tensorrt, cuda-python, a GPU           |
 | onnxruntime  | model.onnx      | onnxruntime (CPU execution provider)   |
 
 "auto" takes the first usable backend in table order.
@@ -65,7 +66,21 @@ def _ort_unavailable(bundle: Bundle) -> str | None:
     return None
 
 
+def _tensorrt(bundle: Bundle, threads: int | None) -> Backend:
+    from runtimes.tensorrt import TensorRTBackend
+
+    return TensorRTBackend(bundle, threads)
+
+
+def _tensorrt_unavailable(bundle: Bundle) -> str | None:
+    from runtimes.tensorrt import unavailable
+
+    return unavailable(bundle)
+
+
+# "auto" tries these in order: a TensorRT engine when the bundle has one and TensorRT runs here
 BACKENDS: dict[str, BackendEntry] = {
+    "tensorrt": BackendEntry("tensorrt", _tensorrt, _tensorrt_unavailable),
     "onnxruntime": BackendEntry("onnxruntime", OnnxRuntimeBackend, _ort_unavailable),
 }
 

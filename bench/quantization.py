@@ -1,0 +1,170 @@
+"""Quantization, one run per data set: what each int8 variant costs and buys.
+
+For a trained student checkpoint per set (ag_news, yahoo_answers), exported to an fp32
+bundle, rows:
+
+- fp32: the exported bundle
+- dynamic: `nanonet quantize` without calibration (int8 weights, activations at run time)
+- static minmax / percentile / entropy: calibrated on 512 unlabeled train texts, all
+  weight matrix multiplications int8 (mixed precision off)
+- default (--calib): `nanonet quantize --calib train.jsonl` as it ships: static minmax plus
+  mixed precision until 99% held-out agreement
+- optimum preset: optimum's ORTQuantizer with the dynamic AutoQuantizationConfig preset for
+  this CPU (avx512_vnni or avx2) on the same ONNX file (run in .venv-optimum: make bench-env)
+
+Columns: test accuracy, agreement with fp32 (test texts), documents per second at batch 32
+through the runtime (2 threads), model.onnx size.
+
+    python bench/quantization.py --student ag_news=RUN_AG/student --student yahoo_answers=RUN_YA/student
+
+Prints a table, writes bench/results/quantization.json and bench/results/quantization.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+OPTIMUM_CODE = r"""
+import sys
+from optimum.onnxruntime import ORTQuantizer
+from optimum.onnxruntime.configuration import AutoQuantizationConfig
+src, out, isa = sys.argv[1:4]
+config = getattr(AutoQuantizationConfig, isa)(is_static=False, per_channel=False)
+ORTQuantizer.from_pretrained(src, file_name="model.onnx").quantize(save_dir=out, quantization_config=config)
+"""
+
+
+def cpu_isa() -> str:
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return "avx512_vnni" if "avx512_vnni" in flags else "avx2"
+
+
+def optimum_bundle(fp32: Path, out: Path, python: str, isa: str) -> None:
+    """optimum's dynamic preset on the bundle's model.onnx, repackaged as a bundle."""
+    from runtimes.bundle import Manifest, read_bundle, write_bundle
+
+    src = read_bundle(fp32)
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(src.file("model.onnx"), Path(tmp) / "model.onnx")
+        done = subprocess.run([python, "-c", OPTIMUM_CODE, tmp, str(Path(tmp) / "q"), isa], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"optimum quantizer failed:\n{done.stderr[-2000:]}")
+        produced = next((Path(tmp) / "q").glob("*.onnx"))
+        manifest = Manifest(**{**src.manifest.__dict__, "precision": f"int8-optimum-{isa}"})
+        manifest.quantization = {"method": f"optimum AutoQuantizationConfig.{isa}(is_static=False, per_channel=False)"}
+        write_bundle(out, manifest, {"model.onnx": produced, "tokenizer.json": src.file("tokenizer.json")})
+
+
+def measure(bundle: Path, texts: list[str], gold: np.ndarray | None, ref: np.ndarray | None, threads: int) -> dict:
+    import runtimes
+
+    clf = runtimes.load(bundle, threads=threads)
+    clf.predict_proba(texts[:32])
+    t0 = time.perf_counter()
+    probs = clf.predict_proba(texts, 32)
+    speed = len(texts) / (time.perf_counter() - t0)
+    pred = probs.argmax(-1)
+    return {
+        "accuracy": None if gold is None else float(np.mean(pred == gold)),
+        "agreement": None if ref is None else float(np.mean(pred == ref.argmax(-1))),
+        "docs_per_second": speed, "model_mb": clf.bundle.manifest.files["model.onnx"]["bytes"] / 1e6,
+        "precision": clf.bundle.manifest.precision, "probs": probs,
+    }  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--student", action="append", required=True, help="SET=CHECKPOINT (repeat per set)")
+    ap.add_argument("--samples", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--limit", type=int, default=2000, help="test texts per set")
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--optimum-python", default=str(ROOT / ".venv-optimum" / "bin" / "python"))
+    args = ap.parse_args()
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from calibrate.quantize import quantize_bundle
+    from export.bundle import export_bundle
+    from nanonet.fsutil import atomic_write_text
+
+    console = Console(width=150)
+    isa = cpu_isa()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="nanonet-qbench-") as tmp:
+        work = Path(tmp)
+        for spec in args.student:
+            name, ckpt = spec.split("=", 1)
+            rows_in = [json.loads(line) for line in (args.data / name / "test.jsonl").read_text().splitlines()[: args.limit]]
+            texts = [r["text"] for r in rows_in]
+            calib = args.data / name / "train.jsonl"
+            with console.status(f"{name}: export"):
+                export_bundle(ckpt, work / name / "fp32")
+            labels = json.loads((work / name / "fp32" / "manifest.json").read_text())["labels"]
+            gold = np.array([labels.index(str(r["label"])) for r in rows_in])
+            variants = {
+                "dynamic": dict(calib=None, method="dynamic"),
+                "static minmax": dict(calib=calib, method="static", calibrator="minmax", min_agreement=1e-9),
+                "static percentile": dict(calib=calib, method="static", calibrator="percentile", min_agreement=1e-9),
+                "static entropy": dict(calib=calib, method="static", calibrator="entropy", min_agreement=1e-9),
+                "default (--calib): static minmax + mixed precision": dict(calib=calib),
+            }
+            q_seconds = {}
+            for label, kw in variants.items():
+                with console.status(f"{name}: {label}"):
+                    t0 = time.perf_counter()
+                    quantize_bundle(work / name / "fp32", work / name / label, samples=args.samples, threads=args.threads,
+                                    say=lambda m: None, **kw)  # fmt: skip
+                    q_seconds[label] = time.perf_counter() - t0
+            if Path(args.optimum_python).is_file():
+                with console.status(f"{name}: optimum {isa}"):
+                    optimum_bundle(work / name / "fp32", work / name / f"optimum {isa}", args.optimum_python, isa)
+            ref = None
+            for label in ["fp32", *variants, f"optimum {isa}"]:
+                path = work / name / label
+                if not path.is_dir():
+                    continue
+                with console.status(f"{name}: measuring {label}"):
+                    r = measure(path, texts, gold, ref, args.threads)
+                if label == "fp32":
+                    ref = r["probs"]
+                    r["agreement"] = 1.0
+                q = json.loads((path / "manifest.json").read_text()).get("quantization", {})
+                rows.append({"set": name, "variant": label, "n": len(texts), "kept_float": q.get("kept_float"),
+                             "quantize_seconds": q_seconds.get(label), **{k: v for k, v in r.items() if k != "probs"}})  # fmt: skip
+                console.print(f"{name} {label}: acc {rows[-1]['accuracy']:.4f} agree {rows[-1]['agreement']:.4f} "
+                              f"{rows[-1]['docs_per_second']:.1f} docs/s {rows[-1]['model_mb']:.1f} MB")  # fmt: skip
+    fp32 = {r["set"]: r for r in rows if r["variant"] == "fp32"}
+    table = Table(title=f"int8 variants, {args.threads} threads, batch 32, CPU {isa}", title_justify="left")
+    lines = ["| set | variant | accuracy (%) | vs fp32 (points) | agreement (%) | docs/s | speed vs fp32 | model MB | size vs fp32 |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for col in ("set", "variant", "acc %", "vs fp32", "agree %", "docs/s", "speed", "MB", "size"):
+        table.add_column(col)
+    for r in rows:
+        f = fp32[r["set"]]
+        cells = [r["set"], r["variant"], f"{100 * r['accuracy']:.2f}", f"{100 * (r['accuracy'] - f['accuracy']):+.2f}",
+                 f"{100 * r['agreement']:.2f}", f"{r['docs_per_second']:.1f}", f"{r['docs_per_second'] / f['docs_per_second']:.2f}x",
+                 f"{r['model_mb']:.1f}", f"{r['model_mb'] / f['model_mb']:.2f}"]  # fmt: skip
+        table.add_row(*cells)
+        lines.append("| " + " | ".join(cells) + " |")
+    console.print(table)
+    RESULTS.mkdir(exist_ok=True)
+    atomic_write_text(RESULTS / "quantization.json", json.dumps({"isa": isa, "threads": args.threads, "rows": rows}, indent=2) + "\n")
+    atomic_write_text(RESULTS / "quantization.md", "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""`build_bundle_engine`: model.trt.onnx of a bundle -> model.plan beside it, manifest updated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from export.tensorrt.engine import EngineSpec, build_engine
+from runtimes.bundle import Manifest, read_bundle, write_bundle
+
+
+def build_bundle_engine(bundle: str | Path, max_tokens: int, opt_tokens: int, max_batch: int, log=print) -> dict:
+    src = read_bundle(bundle)
+    onnx_path = src.file("model.trt.onnx")
+    spec = EngineSpec(max_tokens=max_tokens, opt_tokens=opt_tokens, max_batch=max_batch, max_seqlen=src.manifest.max_length)
+    plan = Path(bundle) / ".model.plan.build"
+    cache = Path(bundle).parent / f".{Path(bundle).name}.timing-cache"  # kept beside the bundle across builds
+    result = build_engine(onnx_path, plan, spec, cache, log)
+    manifest = Manifest(**src.manifest.__dict__)
+    manifest.export = {**manifest.export, "tensorrt": {**manifest.export.get("tensorrt", {}), "engine": result}}
+    files = {name: src.path / name for name in src.manifest.files} | {"model.plan": plan}
+    write_bundle(bundle, manifest, files)
+    return result

@@ -1,0 +1,55 @@
+"""Write model.trt.onnx and check it before it ships: onnx.checker with the plugin's schema,
+then ONNX Runtime (plugin nodes on the reference op) against the torch student on packed
+batches of mixed lengths, with texts longer than the local window."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export.onnx_export import TOLERANCE
+from export.tensorrt.packed import example_inputs, export_packed
+from export.tensorrt.varlen_op import for_onnxruntime, register_ort_reference
+from nanonet.errors import NanonetError
+from nanonet.extras import require
+from nanonet.model.encoder import NanoClassifier
+from nanonet.model.packing import pack_sequences
+
+
+def packed_session(path: Path):
+    """An ONNX Runtime session running a packed graph, plugin nodes on the reference op."""
+    import onnx
+    import onnxruntime as ort
+
+    require("onnxruntime_extensions", "running model.trt.onnx without TensorRT")
+    opts = ort.SessionOptions()
+    opts.register_custom_ops_library(register_ort_reference())
+    return ort.InferenceSession(for_onnxruntime(onnx.load(str(path))).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def verify_packed(model: NanoClassifier, path: Path, max_length: int) -> list[dict]:
+    cfg = model.config
+    widest = max([2 * cfg.window(i) + 1 for i in range(cfg.num_layers) if cfg.window(i) >= 0], default=32)
+    long = min(max_length, widest + 8)
+    session = packed_session(path)
+    checks = []
+    for name, lengths in (("one sequence", [min(12, max_length)]), ("mixed lengths", [3, min(40, max_length), 1, min(17, max_length)]),
+                          (f"longer than the local window ({long} tokens)", [long, max(1, long // 3)])):  # fmt: skip
+        ids, cu, longest = example_inputs(lengths, cfg.vocab_size, seed=len(checks))
+        got = session.run(["logits"], {"input_ids": ids.numpy(), "cu_seqlens": cu.numpy(), "max_seqlen": longest.numpy()})[0]
+        with torch.no_grad():
+            ref = model(pack_sequences([ids[a:b].long() for a, b in zip(cu[:-1].tolist(), cu[1:].tolist())])).numpy()
+        diff, same = float(np.abs(got - ref).max()), bool((got.argmax(-1) == ref.argmax(-1)).all())
+        checks.append({"shape": name, "batch": len(lengths), "tokens": int(cu[-1]), "max_abs_diff": diff, "argmax_equal": same})
+        if not (diff <= TOLERANCE and same):
+            raise NanonetError(f"model.trt.onnx: the reference run disagrees with torch on '{name}': max abs logit diff {diff:.2e}; nothing was written")
+    return checks
+
+
+def export_packed_verified(model: NanoClassifier, max_length: int, workdir: Path) -> tuple[Path, dict]:
+    path = workdir / "model.trt.onnx"
+    facts = export_packed(model, path)
+    facts["verification"] = verify_packed(model, path, max_length)
+    return path, facts

@@ -1,0 +1,156 @@
+"""The packed TensorRT graph without TensorRT: plugin nodes pass onnx.checker with the
+schema registered, carry their attributes, and run through ONNX Runtime's reference op to
+the torch student's logits; the runtime refuses bad cu_seqlens before any kernel; `export
+--trt` without TensorRT writes the graph, exits non-zero and prints the engine command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import MODERNBERT_WINDOW
+
+from nanonet.errors import NanonetError
+from nanonet.model.checkpoint import make_student, save_checkpoint
+from nanonet.model.encoder import NanoClassifier
+from nanonet.model.hf import load_pretrained
+from nanonet.model.packing import pack_sequences
+from runtimes.tensorrt import check_cu_seqlens, pack
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxscript")
+pytest.importorskip("onnxruntime_extensions")
+
+from export.tensorrt.packed import example_inputs, export_packed  # noqa: E402
+from export.tensorrt.varlen_op import OP_TYPE, PLUGIN_NAMESPACE, PLUGIN_VERSION, TRT_DOMAIN, register_schema  # noqa: E402
+from export.tensorrt.verify import packed_session  # noqa: E402
+
+
+def _model(source: Path, layers=None, **attention) -> NanoClassifier:
+    torch.manual_seed(2)
+    src = load_pretrained(str(source))
+    enc = make_student(src.encoder, layers, **attention) if layers else src.encoder
+    model = NanoClassifier(enc, 3, src.pooling).eval()
+    with torch.no_grad():
+        model.head.weight.normal_(0, 1.0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def bert_packed(tiny_bert_dir, tmp_path_factory):
+    model = _model(tiny_bert_dir, [0, 1, 2, 3], global_every=2, local_window=6)
+    path = tmp_path_factory.mktemp("trt") / "model.trt.onnx"
+    return model, path, export_packed(model, path)
+
+
+@pytest.fixture(scope="module")
+def modernbert_packed(tiny_modernbert_dir, tmp_path_factory):
+    model = _model(tiny_modernbert_dir)
+    path = tmp_path_factory.mktemp("trt-modernbert") / "model.trt.onnx"
+    return model, path, export_packed(model, path)
+
+
+def test_checker_passes_with_the_plugin_schema(bert_packed):
+    _, path, facts = bert_packed
+    register_schema()
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    assert facts["plugin_nodes"] == 4 and facts["inputs"] == ["input_ids", "cu_seqlens", "max_seqlen"]
+
+
+def test_plugin_node_attributes_round_trip(bert_packed, tmp_path):
+    model, path, _ = bert_packed
+    saved = tmp_path / "again.onnx"
+    onnx.save(onnx.load(str(path)), str(saved))  # serialize once more: attributes survive
+    nodes = [n for n in onnx.load(str(saved)).graph.node if n.op_type == OP_TYPE]
+    assert [n.domain for n in nodes] == [TRT_DOMAIN] * 4
+    attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in nodes]
+    cfg = model.config
+    assert [a["window"] for a in attrs] == [cfg.window(i) for i in range(cfg.num_layers)] == [-1, 3, -1, 3]
+    for a in attrs:
+        assert (a["num_heads"], a["head_size"]) == (cfg.num_heads, cfg.head_size)
+        assert a["scale"] == pytest.approx(cfg.head_size**-0.5)
+        assert (a["plugin_namespace"], a["plugin_version"]) == (PLUGIN_NAMESPACE.encode(), PLUGIN_VERSION.encode())
+    graph = onnx.load(str(saved)).graph
+    types = {i.name: i.type.tensor_type.elem_type for i in graph.input}
+    assert types == {"input_ids": onnx.TensorProto.INT32, "cu_seqlens": onnx.TensorProto.INT32, "max_seqlen": onnx.TensorProto.INT32}
+
+
+@pytest.mark.parametrize("which", ["bert_packed", "modernbert_packed"])
+def test_reference_run_matches_torch(which, request):
+    model, path, _ = request.getfixturevalue(which)
+    session = packed_session(path)
+    for lengths in ([5], [3, 30, 1, 17, 9], [24, 2, 11]):  # windows are 6 and 8 tokens: far shorter
+        ids, cu, longest = example_inputs(lengths, model.config.vocab_size, seed=len(lengths))
+        got = session.run(["logits"], {"input_ids": ids.numpy(), "cu_seqlens": cu.numpy(), "max_seqlen": longest.numpy()})[0]
+        with torch.no_grad():
+            ref = model(pack_sequences([ids[a:b].long() for a, b in zip(cu[:-1].tolist(), cu[1:].tolist())])).numpy()
+        assert got.shape == (len(lengths), 3)
+        assert np.abs(got - ref).max() <= 1e-4 and (got.argmax(-1) == ref.argmax(-1)).all()
+    assert MODERNBERT_WINDOW < 24
+
+
+@pytest.mark.parametrize("cu, tokens, message", [
+    ([0, 3, 2, 5], 5, "must increase at every step"),
+    ([1, 3, 5], 5, "must start at 0"),
+    ([0, 3, 5], 6, "ends at 5, but the batch has 6 tokens"),
+    ([0, 3, 3, 5], 5, "must increase"),
+    ([0, 300, 301], 301, "exceeds the engine's profile"),
+])  # fmt: skip
+def test_bad_cu_seqlens_are_refused_before_any_kernel(cu, tokens, message):
+    with pytest.raises(NanonetError, match=message):
+        check_cu_seqlens(np.array(cu, dtype=np.int32), tokens, max_seqlen=256)
+
+
+def test_cu_seqlens_must_be_int32():
+    with pytest.raises(NanonetError, match="int32"):
+        check_cu_seqlens(np.array([0, 3], dtype=np.int64), 3)
+
+
+def test_pack_removes_padding():
+    ids = np.array([[2, 7, 8, 3, 0], [2, 9, 3, 0, 0]], dtype=np.int64)
+    packed, cu, longest = pack({"input_ids": ids, "attention_mask": (ids > 0).astype(np.int64)})
+    assert packed.tolist() == [2, 7, 8, 3, 2, 9, 3] and cu.tolist() == [0, 4, 7] and longest == 4
+    check_cu_seqlens(cu, packed.size, max_seqlen=4)
+
+
+def test_export_trt_without_tensorrt_writes_the_graph_and_prints_the_engine_command(tiny_bert_dir, tmp_path):
+    pytest.importorskip("onnxruntime_extensions")
+    if __import__("importlib").util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here: export --trt builds the engine")
+    model = _model(tiny_bert_dir, [0, 1], global_every=2, local_window=6)
+    src = load_pretrained(str(tiny_bert_dir))
+    save_checkpoint(tmp_path / "ckpt", model, ["a", "b", "c"], src.path)
+    done = subprocess.run([sys.executable, "-m", "nanonet", "export", str(tmp_path / "ckpt"), "--out", str(tmp_path / "b"),
+                           "--trt", "--max-length", "48"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "model.trt.onnx" in done.stderr and f"nanonet engine {tmp_path / 'b'}" in done.stderr.replace("\n", " ")
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert "model.trt.onnx" in manifest["files"] and manifest["export"]["tensorrt"]["plugin_nodes"] == 2
+    assert all(c["max_abs_diff"] <= 1e-4 for c in manifest["export"]["tensorrt"]["verification"])
+    done = subprocess.run([sys.executable, "-m", "nanonet", "engine", str(tmp_path / "b")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "TensorRT is not installed" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.tensorrt
+def test_engine_builds_and_matches_torch(tiny_bert_dir, tmp_path):
+    pytest.importorskip("tensorrt")
+    pytest.importorskip("cuda")
+    import runtimes
+    from export.bundle import export_bundle
+    from export.tensorrt.build import build_bundle_engine
+
+    model = _model(tiny_bert_dir, [0, 1], global_every=2, local_window=6)
+    src = load_pretrained(str(tiny_bert_dir))
+    save_checkpoint(tmp_path / "ckpt", model, ["a", "b", "c"], src.path)
+    export_bundle(tmp_path / "ckpt", tmp_path / "b", max_length=48, trt=True)
+    build_bundle_engine(tmp_path / "b", max_tokens=512, opt_tokens=128, max_batch=16)
+    texts = ["w1 w2 w3", "w10 " * 30, "w5"]
+    trt_probs = runtimes.load(tmp_path / "b", backend="tensorrt").predict_proba(texts)
+    ort_probs = runtimes.load(tmp_path / "b", backend="onnxruntime").predict_proba(texts)
+    assert np.abs(trt_probs - ort_probs).max() < 2e-2  # fp16 engine vs fp32 CPU graph

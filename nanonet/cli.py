@@ -360,7 +360,7 @@ def quantize(
     bundle: str = typer.Argument(..., help="An fp32 bundle (from nanonet export)."),
     out: str = typer.Option(..., "--out", help="The int8 bundle to write (replaced atomically)."),
     calib: Optional[str] = typer.Option(None, "--calib", help="Unlabeled calibration text: JSONL, CSV, TSV or text."),
-    method: Optional[str] = typer.Option(None, "--method", help="dynamic | static (default: static with --calib, else dynamic)."),
+    method: Optional[str] = typer.Option(None, "--method", help="dynamic (default) | static (needs --calib)."),
     calibrator: str = typer.Option("minmax", "--calibrator", help="minmax | percentile | entropy (static)."),
     samples: int = typer.Option(512, "--samples", help="Calibration texts sampled from --calib (a fifth held out to check agreement)."),
     seed: int = typer.Option(0, "--seed", help="Seeds the calibration sample."),

@@ -149,6 +149,13 @@ def test_mixed_precision_keeps_sensitive_layers_in_float(setup, tmp_path):
         assert all(manifest["layers"][i]["precision"] in ("mixed", "fp32") for i in kept_layers)
 
 
+def test_default_with_calibration_is_dynamic_with_an_agreement_check(setup, tmp_path):
+    manifest = quantize_bundle(setup["fp32"], tmp_path / "q", setup["train"], samples=100, say=lambda m: None)
+    q = manifest["quantization"]
+    assert q["method"] == "dynamic" and q["calibration"]["held_out"] == 20
+    assert q["agreement_held_out"] is not None and (q["agreement_held_out"] >= 0.99 or q["kept_float"])
+
+
 def test_without_calibration_it_says_so_and_goes_dynamic(setup, tmp_path):
     said = []
     manifest = quantize_bundle(setup["fp32"], tmp_path / "q", None, say=said.append)

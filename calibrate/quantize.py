@@ -69,7 +69,7 @@ class _Feeds:
             batch_size = 1
         ids = [e.ids for e in clf.tokenizer.encode_batch(texts)]
         order = np.argsort([len(x) for x in ids], kind="stable")
-        self.batches = [clf._pad([ids[i] for i in order[s : s + batch_size]]) for s in range(0, len(order), batch_size)]
+        self.batches = [clf.pad([ids[i] for i in order[s : s + batch_size]]) for s in range(0, len(order), batch_size)]
         if same_length:
             L = max(len(x) for x in ids)
             self.batches = [{k: np.pad(v, ((0, 0), (0, L - v.shape[1])), constant_values=clf.pad_id if k == "input_ids" else 0)

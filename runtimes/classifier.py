@@ -97,7 +97,7 @@ class Classifier:
         order = np.argsort([len(x) for x in ids], kind="stable")  # short with short: little padding
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            feeds = self._pad([ids[i] for i in rows])
+            feeds = self.pad([ids[i] for i in rows])
             t0 = time.perf_counter()
             logits = self.backend.run(feeds)
             self.stats.model_s += time.perf_counter() - t0
@@ -116,7 +116,8 @@ class Classifier:
         k = int(p.argmax())
         return Prediction(self.labels[k], float(p[k]), {label: float(s) for label, s in zip(self.labels, p)})
 
-    def _pad(self, rows: list[list[int]]) -> dict[str, np.ndarray]:
+    def pad(self, rows: list[list[int]]) -> dict[str, np.ndarray]:
+        """Token-id lists -> the model's padded inputs (right-padded to the longest row)."""
         L = max(len(r) for r in rows)
         ids = np.full((len(rows), L), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(rows), L), dtype=np.int64)

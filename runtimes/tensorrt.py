@@ -10,7 +10,6 @@ TensorRT, cuda-python and a GPU.
 from __future__ import annotations
 
 import importlib.util
-import json
 
 import numpy as np
 
@@ -70,7 +69,7 @@ class TensorRTBackend:
         # The plan's VarlenAttention layers need the plugin registered in this process;
         # the ahead-of-time plugin library (no Python) is not written yet.
         self.trt, self.cudart = trt, cudart
-        self.profile = json.loads(json.dumps(bundle.manifest.export.get("tensorrt", {}).get("engine", {}).get("profile", {})))
+        self.profile = dict(bundle.manifest.export.get("tensorrt", {}).get("engine", {}).get("profile", {}))
         logger = trt.Logger(trt.Logger.WARNING)
         self.engine = trt.Runtime(logger).deserialize_cuda_engine(bundle.file("model.plan").read_bytes())
         if self.engine is None:

@@ -28,10 +28,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from export.onnx_export import ROUTES, export_verified, pad_batch
+from export.onnx_export import ROUTES, export_verified
 from nanonet.fsutil import atomic_write_text
 from nanonet.model import load_pretrained, make_student
 from nanonet.model.encoder import NanoClassifier
+from runtimes.classifier import pad_rows
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ag_news" / "test.jsonl"
 OUT = Path(__file__).resolve().parent / "results" / "export_routes.json"
@@ -55,7 +56,7 @@ def main() -> None:
     with args.data.open() as f:
         texts = [json.loads(line)["text"] for _, line in zip(range(args.texts), f)]
     ids = sorted((e.ids for e in tok.encode_batch(texts)), key=len)
-    batches = [pad_batch(ids[i : i + 32], True) for i in range(0, len(ids), 32)]
+    batches = [pad_rows(ids[i : i + 32]) for i in range(0, len(ids), 32)]
     rows = []
     for route in ROUTES:
         with tempfile.TemporaryDirectory() as tmp:

@@ -32,7 +32,7 @@ import numpy as np
 from calibrate.data import sample_texts
 from calibrate.graph import MASK_VALUE, census, check_quantized, finite_mask, quantize_embedding_table
 from runtimes.bundle import Manifest, read_bundle, write_bundle
-from runtimes.classifier import Classifier
+from runtimes.classifier import Classifier, softmax
 from runtimes.errors import NanonetError
 
 METHODS = ("dynamic", "static")
@@ -100,9 +100,7 @@ def _probs(path: Path, feeds: _Feeds, names: list[str], threads: int | None) -> 
     if threads:
         opts.intra_op_num_threads = threads
     s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    logits = np.concatenate([s.run(["logits"], {n: b[n] for n in names})[0] for b in feeds.batches])
-    z = np.exp(logits - logits.max(-1, keepdims=True))
-    return z / z.sum(-1, keepdims=True)
+    return softmax(np.concatenate([s.run(["logits"], {n: b[n] for n in names})[0] for b in feeds.batches]))
 
 
 def quantize_bundle(bundle: str | Path, out: str | Path, calib: str | Path | None = None, method: str | None = None,

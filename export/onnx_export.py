@@ -30,6 +30,7 @@ from nanonet.errors import NanonetError
 from nanonet.extras import require
 from nanonet.model.encoder import NanoClassifier
 from export.padded import PaddedClassifier
+from runtimes.classifier import pad_rows
 
 ROUTES = ("dynamo", "legacy")
 DEFAULT_ROUTE = "dynamo"
@@ -102,19 +103,6 @@ def verification_inputs(model: NanoClassifier, max_length: int, seed: int = 0) -
     ]
 
 
-def pad_batch(rows: list[list[int]], token_types: bool) -> dict[str, np.ndarray]:
-    """Right-pad id lists with 0 into the graph's inputs (the runtime's layout)."""
-    L = max(len(r) for r in rows)
-    ids = np.zeros((len(rows), L), dtype=np.int64)
-    mask = np.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)], mask[i, : len(r)] = r, 1
-    feeds = {"input_ids": ids, "attention_mask": mask}
-    if token_types:
-        feeds["token_type_ids"] = np.zeros_like(ids)
-    return feeds
-
-
 def verify(model: NanoClassifier, onnx_path: Path, max_length: int, threads: int | None = None) -> list[dict]:
     """ONNX Runtime against torch at every verification shape; raises with the figures on a miss."""
     import onnxruntime as ort
@@ -126,7 +114,7 @@ def verify(model: NanoClassifier, onnx_path: Path, max_length: int, threads: int
     wrapper = PaddedClassifier(model).eval()
     checks = []
     for name, seqs in verification_inputs(model, max_length):
-        feeds = pad_batch(seqs, wrapper.uses_token_types)
+        feeds = {n: v for n, v in pad_rows(seqs).items() if n in wrapper.input_names}
         with torch.no_grad():
             ref = wrapper(*(torch.from_numpy(feeds[n]) for n in wrapper.input_names))[0].numpy()
         got = session.run(["logits"], feeds)[0]

@@ -4,9 +4,9 @@ longest text, run the backend, put results back in input order."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -35,7 +35,6 @@ class Stats:
     tokenize_s: float = 0.0
     model_s: float = 0.0
     total_s: float = 0.0
-    extra: dict = field(default_factory=dict)
 
     def reset(self) -> None:
         self.__init__()
@@ -101,7 +100,7 @@ class Classifier:
             t0 = time.perf_counter()
             logits = self.backend.run(feeds)
             self.stats.model_s += time.perf_counter() - t0
-            out[rows] = _softmax(logits.astype(np.float32))
+            out[rows] = softmax(logits.astype(np.float32))
             self.stats.batches += 1
         self.stats.texts += len(texts)
         self.stats.total_s += time.perf_counter() - tic
@@ -118,27 +117,22 @@ class Classifier:
 
     def pad(self, rows: list[list[int]]) -> dict[str, np.ndarray]:
         """Token-id lists -> the model's padded inputs (right-padded to the longest row)."""
-        L = max(len(r) for r in rows)
-        ids = np.full((len(rows), L), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(rows), L), dtype=np.int64)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = r
-            mask[i, : len(r)] = 1
-        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-
-    def iter_predict(self, texts: Iterable[str], batch_size: int = 32, chunk: int = 1024) -> Iterable[Prediction]:
-        """Predictions for a stream of texts, `chunk` texts in memory at a time."""
-        buf: list[str] = []
-        for t in texts:
-            buf.append(t)
-            if len(buf) == chunk:
-                yield from self.predict(buf, batch_size)
-                buf = []
-        if buf:
-            yield from self.predict(buf, batch_size)
+        return pad_rows(rows, self.pad_id)
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def pad_rows(rows: list[list[int]], pad_id: int = 0) -> dict[str, np.ndarray]:
+    """Right-pad token-id lists into the padded graph's inputs: input_ids, attention_mask,
+    token_type_ids (all zero; a graph without that input ignores it)."""
+    L = max(len(r) for r in rows)
+    ids = np.full((len(rows), L), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), L), dtype=np.int64)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+        mask[i, : len(r)] = 1
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(-1, keepdims=True)

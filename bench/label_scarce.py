@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
 OUT = Path(__file__).resolve().parent / "results" / "label_scarce.json"
 
-SUPERVISED = dict(kd_weight=0.0, mutual_weight=0.0, self_train_weight=0.0, teacher_warmup_steps=0)
+SUPERVISED = dict(kd_weight=0.0, mutual_weight=0.0, self_train_weight=0.0, graph_weight=0.0, teacher_warmup_steps=0)
 ROWS = {
     "teacher, supervised only (all parameters)": dict(students=1, trainable="all", teacher_trainable="all", **SUPERVISED),
     "student 0,2,4, supervised only (bias)": dict(students=1, student_layers=[[0, 2, 4]], **SUPERVISED),

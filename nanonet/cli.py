@@ -110,6 +110,7 @@ def train(
     eval_every: int = typer.Option(25, "--eval-every", help="Dev evaluation and resume state every M steps."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Students' encoder learning rate (default 3e-3 for bias, 5e-5 for all)."),
     teacher_lr: Optional[float] = typer.Option(None, "--teacher-lr", help="Teacher's encoder learning rate (same defaults)."),
+    graph_weight: float = typer.Option(1.0, "--graph-weight", help="Teacher's loss on labels propagated over the unlabeled pool (0: off)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last saved state."),
     attention: str = typer.Option("auto", "--attention", help="auto | flash | torch_varlen | sdpa | reference"),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch."),
@@ -122,7 +123,7 @@ def train(
         data=data, out=out, labels_per_class=labels_per_class, seed=seed, teacher=teacher, unlabeled=list(unlabeled),
         text_col=text_col, label_col=label_col, students=students, student_layers=_layer_sets(student_layers),
         trainable=trainable, teacher_trainable=teacher_trainable, steps=steps, epochs=epochs, eval_every=eval_every,
-        lr=lr, teacher_lr=teacher_lr, resume=resume,
+        lr=lr, teacher_lr=teacher_lr, graph_weight=graph_weight, resume=resume,
         attention=attention, threads=threads,
     )  # fmt: skip
     try:

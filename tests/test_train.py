@@ -76,7 +76,7 @@ def test_teacher_can_train_everything_while_students_train_biases(tiny_data, tin
 
 
 def test_supervised_only_run_uses_no_unlabeled_text(tiny_data, tiny_bert_dir, tmp_path):
-    args = tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, kd_weight=0.0, mutual_weight=0.0, self_train_weight=0.0, students=1, steps=None, epochs=3)
+    args = tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, kd_weight=0.0, mutual_weight=0.0, self_train_weight=0.0, graph_weight=0.0, students=1, steps=None, epochs=3)
     report = train(args, progress=False)
     t = report["training"]
     assert t["tokens"] <= t["steps"] * args.labeled_tokens  # an unlabeled batch would add up to 256 a step
@@ -106,7 +106,9 @@ def test_report_contents(tiny_data, tiny_bert_dir, tmp_path):
     assert 0 < report["training"]["padding_avoided"] < 1
     assert report["settings"]["labels_per_class"] == 4 and report["settings"]["seed"] == 3
     assert [h["step"] for h in report["history"]] == [4, 8, 12]
-    assert report["history"][0]["kd"] > 0 and report["history"][0]["mutual"] > 0
+    assert report["history"][0]["kd"] > 0 and report["history"][0]["mutual"] > 0 and report["history"][0]["graph"] > 0
+    assert report["data"]["propagation"]["texts"] == report["data"]["unlabeled"]
+    assert 0 < report["data"]["propagation"]["mean_certainty"] <= 1
     chosen = report["students"][report["chosen_student"]]
     assert chosen["dev"]["accuracy"] == max(s["dev"]["accuracy"] for s in report["students"])
     ckpt = load_checkpoint(tmp_path / "run" / "student")
@@ -162,6 +164,24 @@ def test_cohort_terms_switch_on_after_teacher_warmup(tiny_bert_dir):
         assert terms[key] > 0, key
     expected = terms["teacher_ce"] + terms["student_ce"] + terms["kd"] + terms["hidden"] + 0.5 * terms["mutual"]
     torch.testing.assert_close(terms["total"], expected)
+
+
+def test_graph_term_trains_the_teacher_during_its_warmup(tiny_bert_dir):
+    from nanonet.model import NanoClassifier, pack_sequences
+    from conftest import random_sequences
+
+    enc = load_pretrained(str(tiny_bert_dir)).encoder
+    cohort = Cohort(NanoClassifier(enc, 3), [NanoClassifier(make_student(enc, [0, 2, 4]), 3)], temperature=2.0, kd_weight=1.0,
+                    hidden_weight=0.0, mutual_loss="mse", graph_weight=0.5)  # fmt: skip
+    labeled = pack_sequences(random_sequences([5, 9, 7]))
+    y = torch.tensor([0, 1, 2])
+    unl = pack_sequences(random_sequences([12, 20, 6, 8], seed=1))
+    probs = torch.tensor([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.4, 0.3, 0.3]])
+    warm = cohort(StepInputs(labeled, y, False, unl, [], 0.0, unl, probs, torch.ones(4)))
+    assert set(warm) == {"teacher_ce", "graph", "total"} and warm["graph"] > 0
+    torch.testing.assert_close(warm["total"], warm["teacher_ce"] + 0.5 * warm["graph"])
+    silent = cohort(StepInputs(labeled, y, False, unl, [], 0.0, unl, probs, torch.zeros(4)))
+    assert silent["graph"] == 0  # no certainty, no pull
 
 
 def test_cutoff_view_keeps_ends_and_drops_tokens():

@@ -70,6 +70,10 @@ class TrainArgs:
     """Weight of hidden-state distillation (MSE through a learned projection); 0 turns it off."""
     self_train_weight: float = 1.0
     """Weight of the teacher's self-training on unlabeled text (its confident predictions as labels); 0 turns it off."""
+    graph_weight: float = 1.0
+    """Weight of the teacher's loss on propagated labels (kNN label propagation over its pretrained embeddings); 0 turns it off."""
+    graph_k: int = 10
+    """Neighbours per text in the label-propagation graph."""
     confidence: float = 0.9
     """Probability a teacher prediction needs to become a pseudo-label for self-training."""
     mutual_weight: float = 1.0
@@ -125,6 +129,10 @@ class TrainArgs:
             raise bad("cutoff_rate", "must be in [0, 1)")
         if self.attention not in ("auto", "flash", "torch_varlen", "sdpa", "reference"):
             raise bad("attention", f"unknown backend '{self.attention}' (known: auto, flash, torch_varlen, sdpa, reference)")
+        if self.graph_weight < 0:
+            raise bad("graph_weight", "must be >= 0")
+        if self.graph_k < 1:
+            raise bad("graph_k", "must be >= 1")
         if self.eval_every < 1:
             raise bad("eval_every", "must be >= 1")
         for name in ("labeled_tokens", "unlabeled_tokens", "eval_tokens"):

@@ -20,7 +20,9 @@ class StepInputs:
     unlabeled: Packed | None = None  # None when no term uses unlabeled text (supervised-only)
     views: list[tuple[Packed, float]] = field(default_factory=list)  # per student: its view of `unlabeled`, its embedding noise
     mutual_weight: float = 0.0  # ramped
-    teacher_view: Packed | None = None  # a perturbed view of `unlabeled` for the teacher's self-training
+    teacher_view: Packed | None = None  # a perturbed view of `unlabeled` for the teacher's own unlabeled losses
+    graph_probs: torch.Tensor | None = None  # (B_u, C) propagated label distributions of `unlabeled`
+    graph_weights: torch.Tensor | None = None  # (B_u,) their certainty
 
 
 class Cohort(nn.Module):
@@ -31,7 +33,7 @@ class Cohort(nn.Module):
 
     def __init__(self, teacher: NanoClassifier, students: list[NanoClassifier], temperature: float,
                  kd_weight: float, hidden_weight: float, mutual_loss: str, self_train_weight: float = 0.0,
-                 confidence: float = 0.9):  # fmt: skip
+                 confidence: float = 0.9, graph_weight: float = 0.0):  # fmt: skip
         super().__init__()
         self.teacher = teacher
         self.students = nn.ModuleList(students)
@@ -40,13 +42,21 @@ class Cohort(nn.Module):
             nn.Linear(s.config.hidden_size, hidden) for s in students
         ) if hidden_weight > 0 else None  # fmt: skip
         self.temperature, self.kd_weight, self.hidden_weight, self.mutual_loss = temperature, kd_weight, hidden_weight, mutual_loss
-        self.self_train_weight, self.confidence = self_train_weight, confidence
+        self.self_train_weight, self.confidence, self.graph_weight = self_train_weight, confidence, graph_weight
 
     def forward(self, x: StepInputs) -> dict[str, torch.Tensor]:
         terms: dict[str, torch.Tensor] = {}
         # 1. the teacher learns online from the labels
         terms["teacher_ce"] = losses.supervised(self.teacher(x.labeled), x.labels)
         total = terms["teacher_ce"]
+        # ... and from the labels propagated over the unlabeled pool (from the first step on)
+        view_logits = None
+        self_train = self.self_train_weight > 0 and x.students_active
+        if x.teacher_view is not None and (self_train or (x.graph_probs is not None and self.graph_weight > 0)):
+            view_logits = self.teacher(x.teacher_view)
+        if x.graph_probs is not None and self.graph_weight > 0:
+            terms["graph"] = losses.propagated(view_logits, x.graph_probs, x.graph_weights)
+            total = total + self.graph_weight * terms["graph"]
         if not x.students_active:
             return {**terms, "total": total}
         ce = sum(losses.supervised(student(x.labeled), x.labels) for student in self.students)
@@ -63,8 +73,8 @@ class Cohort(nn.Module):
             self.teacher.train(was_training)
 
         # the teacher also learns from its own confident predictions, on a perturbed view
-        if self.self_train_weight > 0 and x.teacher_view is not None:
-            terms["self_train"] = losses.self_training(self.teacher(x.teacher_view), t_logits, self.confidence)
+        if self_train and view_logits is not None:
+            terms["self_train"] = losses.self_training(view_logits, t_logits, self.confidence)
             total = total + self.self_train_weight * terms["self_train"]
 
         # 3. every student: labels, the teacher, and its peers, each on its own view

@@ -27,6 +27,13 @@ def self_training(logits: torch.Tensor, targets: torch.Tensor, confidence: float
     return (per_row * keep).sum() / max(1.0, float(len(keep)))
 
 
+def propagated(logits: torch.Tensor, probs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against the argmax of propagated label distributions, each row weighted
+    by its certainty (normalised by the weights' sum); 0 when every weight is 0."""
+    per_row = F.cross_entropy(logits, probs.argmax(-1), reduction="none")
+    return (per_row * weights).sum() / weights.sum().clamp_min(1e-6)
+
+
 def hidden_distillation(student_states: torch.Tensor, teacher_states: torch.Tensor, projection: torch.nn.Module) -> torch.Tensor:
     """MSE between projected student states and the teacher's (same packed tokens)."""
     return F.mse_loss(projection(student_states), teacher_states.detach())

@@ -38,6 +38,7 @@ from nanonet.train.cohort import Cohort, StepInputs
 from nanonet.train.losses import ramp
 from nanonet.train.metrics import accuracy, macro_f1
 from nanonet.train.peft import set_trainable
+from nanonet.train.propagation import GraphTargets, propagate
 from nanonet.train.state import load_state, save_state, trainable_state
 from nanonet.train.views import cutoff, packed_rows
 
@@ -88,6 +89,18 @@ def predict(model: NanoClassifier, tokens: Tokenized, max_tokens: int, device: t
     return pred
 
 
+def embed(model: NanoClassifier, tokens: Tokenized, max_tokens: int, device: torch.device) -> torch.Tensor:
+    """(N, H) pooled embeddings of tokenized texts (eval mode, no grad), in row order."""
+    was_training = model.training
+    model.eval()
+    out = torch.empty(len(tokens), model.config.hidden_size)
+    with torch.no_grad(), _autocast(device):
+        for rows in budget_batches(tokens.lengths, max_tokens, rng=None):
+            out[torch.as_tensor(rows)] = model.embed(packed_rows(tokens, rows).to(device)).float().cpu()
+    model.train(was_training)
+    return out
+
+
 def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
@@ -117,7 +130,7 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
     max_length = args.max_length or teacher_src.encoder.config.max_length
     tok = lambda texts: tokenize(texts, teacher_src.tokenizer_file, max_length)  # noqa: E731
     lab, unl, dev, test = tok(splits.labeled_texts), tok(splits.unlabeled_texts), tok(splits.dev_texts), tok(splits.test_texts)
-    uses_unlabeled = any(w > 0 for w in (args.kd_weight, args.mutual_weight, args.hidden_weight, args.self_train_weight))
+    uses_unlabeled = any(w > 0 for w in (args.kd_weight, args.mutual_weight, args.hidden_weight, args.self_train_weight, args.graph_weight))
     if uses_unlabeled and len(unl) == 0:
         raise NanonetError(f"{args.data}: no unlabeled text left after drawing {args.labels_per_class} per class; add --unlabeled FILE")
     lab_y = torch.tensor(splits.labeled_ids)
@@ -140,11 +153,20 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
         student = NanoClassifier(make_student(encoder, layers), num_classes, teacher_src.pooling)
         members.append(Member(f"student {i}", student, layers, args.views[i % len(args.views)]))
 
+    # labels propagated over the unlabeled pool through a kNN graph of the pretrained
+    # teacher's embeddings (computed before any training, so a resumed run gets the same)
+    graph, graph_seconds = None, 0.0
+    if args.graph_weight > 0 and len(unl):
+        tic = time.perf_counter()
+        graph = propagate(embed(teacher, lab, args.eval_tokens, ctx.device), lab_y, embed(teacher, unl, args.eval_tokens, ctx.device),
+                          num_classes, k=args.graph_k)  # fmt: skip
+        graph_seconds = time.perf_counter() - tic
+
     # 3. trainable parameters
     for m in members:
         m.trainable, m.total = set_trainable(m.model, args.teacher_trainable if m.name == "teacher" else args.trainable)
     cohort = Cohort(teacher, [m.model for m in members[1:]], args.temperature, args.kd_weight, args.hidden_weight,
-                    args.mutual_loss, args.self_train_weight, args.confidence)  # fmt: skip
+                    args.mutual_loss, args.self_train_weight, args.confidence, args.graph_weight)  # fmt: skip
     cohort.to(ctx.device).train()
     model = dist.wrap(cohort, ctx)
     optimizer, scheduler = _optimizer(cohort, args, steps)
@@ -166,17 +188,21 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
             labeled = packed_rows(lab, lab_rows).to(ctx.device)
             active = step >= warmup
             inputs = StepInputs(labeled, lab_y[lab_rows].to(ctx.device), active)
-            if active and uses_unlabeled:
+            if uses_unlabeled and (active or graph is not None):  # the graph term trains the teacher during its warm-up too
                 unl_rows = unl_stream[k]
                 unlabeled = packed_rows(unl, unl_rows)
                 g = torch.Generator().manual_seed(args.seed * 1_000_003 + k)
                 views = []
-                for m in members[1:]:
+                for m in members[1:] if active else []:
                     view = cutoff(unlabeled, args.cutoff_rate, g) if m.view == "cutoff" else unlabeled
                     views.append((view.to(ctx.device), args.noise_std if m.view == "noise" else 0.0))
-                weight = args.mutual_weight * ramp(step - warmup, max(1, steps - warmup), args.mutual_rampup)
-                teacher_view = cutoff(unlabeled, args.cutoff_rate, g).to(ctx.device) if args.self_train_weight > 0 else None
-                inputs = StepInputs(labeled, inputs.labels, True, unlabeled.to(ctx.device), views, weight, teacher_view)
+                weight = args.mutual_weight * ramp(step - warmup, max(1, steps - warmup), args.mutual_rampup) if active else 0.0
+                needs_view = args.self_train_weight > 0 or graph is not None
+                teacher_view = cutoff(unlabeled, args.cutoff_rate, g).to(ctx.device) if needs_view else None
+                rows_t = torch.as_tensor(unl_rows, dtype=torch.long)
+                inputs = StepInputs(labeled, inputs.labels, active, unlabeled.to(ctx.device), views, weight, teacher_view,
+                                    graph.probs[rows_t].to(ctx.device) if graph is not None else None,
+                                    graph.weights[rows_t].to(ctx.device) if graph is not None else None)  # fmt: skip
                 tokens_seen += unlabeled.num_tokens * ctx.world_size
             with _autocast(ctx.device):
                 terms = model(inputs)
@@ -205,7 +231,7 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
     finally:
         if bar:
             bar.close()
-    seconds += time.perf_counter() - tic
+    seconds += time.perf_counter() - tic + (graph_seconds if start == 0 else 0.0)
 
     # 6. restore best states, test, choose, save
     for m in members:
@@ -225,7 +251,8 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
         "nanonet_version": __version__,
         "settings": args.to_dict(),
         "data": {**splits.summary(), "labels": splits.labels, "labeled_sha256": _digest(splits.labeled_texts, splits.labeled_ids),
-                 "train_sha256": _digest(tables["train"].texts)},  # fmt: skip
+                 "train_sha256": _digest(tables["train"].texts),
+                 "propagation": {**graph.summary(), "seconds": round(graph_seconds, 1)} if graph is not None else None},  # fmt: skip
         "teacher": results[0],
         "students": results[1:],
         "chosen_student": chosen - 1,

@@ -1,0 +1,55 @@
+"""Label propagation over a kNN graph, and the teacher's loss on its labels."""
+
+from __future__ import annotations
+
+import torch
+
+from nanonet.train import losses
+from nanonet.train.propagation import knn_graph, propagate
+
+
+def clusters(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three tight clusters around orthogonal directions; (3n, 8) points and their classes."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.eye(8)[:3] * 5
+    y = torch.arange(3).repeat_interleave(n)
+    return centres[y] + torch.randn(3 * n, 8, generator=g) * 0.5, y
+
+
+def test_knn_graph_is_symmetric_without_self_loops():
+    x, _ = clusters(10)
+    w = knn_graph(x, k=4, chunk=7).to_dense()  # a chunk size that does not divide N
+    assert torch.equal(w, w.T)
+    assert w.diagonal().abs().max() == 0
+    assert ((w > 0).sum(1) >= 4).all()
+
+
+def test_propagation_recovers_clusters_from_one_label_each():
+    x, y = clusters(30)
+    first = torch.tensor([0, 30, 60])  # one labeled point per cluster
+    rest = torch.tensor([i for i in range(90) if i not in first.tolist()])
+    g = propagate(x[first], y[first], x[rest], num_classes=3, k=5)
+    assert g.probs.shape == (87, 3)
+    torch.testing.assert_close(g.probs.sum(-1), torch.ones(87))
+    assert torch.equal(g.probs.argmax(-1), y[rest])
+    assert g.weights.min() > 0.5  # tight clusters: certain labels
+
+
+def test_propagation_is_uncertain_between_clusters():
+    x, y = clusters(30)
+    first = torch.tensor([0, 30, 60])
+    midpoint = (x[:30].mean(0) + x[30:60].mean(0)).unsqueeze(0) / 2
+    g = propagate(x[first], y[first], torch.cat([x[1:30], midpoint]), num_classes=3, k=5)
+    assert g.weights[-1] < g.weights[:-1].min()
+
+
+def test_propagated_loss():
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8]])
+    right = torch.tensor([[5.0, -5.0], [-5.0, 5.0]])
+    assert losses.propagated(right, probs, torch.ones(2)) < 1e-3
+    assert losses.propagated(-right, probs, torch.ones(2)) > 5
+    assert losses.propagated(-right, probs, torch.zeros(2)) == 0  # no certainty, no loss
+    # the weights pick rows: only the first (wrong) row counts
+    mixed = torch.tensor([[-5.0, 5.0], [-5.0, 5.0]])
+    assert losses.propagated(mixed, probs, torch.tensor([1.0, 0.0])) > 5
+    assert losses.propagated(mixed, probs, torch.tensor([0.0, 1.0])) < 1e-3

@@ -54,17 +54,21 @@ def main() -> None:
     ap.add_argument("--supervised-steps", type=int, default=100, help="steps of the supervised-only rows")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--rows", default=None, help="only these rows, by a word of their name (teacher, student, nanonet), comma-separated")
+    ap.add_argument("--keep", type=Path, default=None, help="keep each run's directory under KEEP/SET-seedS-ROW (default: a temporary one)")
     args = ap.parse_args()
 
     results = [] if args.fresh or not OUT.is_file() else json.loads(OUT.read_text())["runs"]
     done = {(r["set"], r["row"], r["seed"]) for r in results}
+    wanted = [w.strip().lower() for w in args.rows.split(",")] if args.rows else []
     for name in args.sets.split(","):
         for seed in map(int, args.seeds.split(",")):
-            for row, overrides in ROWS.items():
-                if (name, row, seed) in done:
+            for i, (row, overrides) in enumerate(ROWS.items()):
+                if (name, row, seed) in done or (wanted and not any(w in row.lower() for w in wanted)):
                     continue
                 with tempfile.TemporaryDirectory() as tmp:
-                    settings = dict(data=str(args.data / name), out=tmp, labels_per_class=args.labels_per_class, seed=seed,
+                    out = args.keep / f"{name}-seed{seed}-row{i}" if args.keep else tmp
+                    settings = dict(data=str(args.data / name), out=str(out), labels_per_class=args.labels_per_class, seed=seed,
                                     threads=args.threads, **overrides)  # fmt: skip
                     if "kd_weight" in overrides:
                         settings["steps"] = args.supervised_steps

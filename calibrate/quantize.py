@@ -6,6 +6,8 @@
   uint8 activations with int8 per-channel weights on x86 (QDQ format, which ONNX Runtime
   fuses into integer kernels). Only the matrix multiplications with a weight are
   quantized: LayerNorm, Softmax, GELU, residual adds, gathers and attention stay float.
+- smoothing (dynamic, with calibration text): per-channel activation range moved into the
+  weights before quantizing (SmoothQuant; see smooth.py), the float function unchanged.
 - mixed precision: when agreement with fp32 on a held-out slice of the calibration texts
   is below `min_agreement`, each quantized matrix multiplication is scored by how far
   quantizing it alone moves the probabilities, and the most sensitive are kept in float,
@@ -31,6 +33,7 @@ import numpy as np
 
 from calibrate.data import sample_texts
 from calibrate.graph import MASK_VALUE, census, check_quantized, finite_mask, quantize_embedding_table
+from calibrate.smooth import activation_ranges, smooth_matmuls
 from runtimes.bundle import Manifest, read_bundle, write_bundle
 from runtimes.classifier import Classifier, softmax
 from runtimes.errors import NanonetError
@@ -106,7 +109,7 @@ def _probs(path: Path, feeds: _Feeds, names: list[str], threads: int | None) -> 
 def quantize_bundle(bundle: str | Path, out: str | Path, calib: str | Path | None = None, method: str | None = None,
                     calibrator: str = "minmax", samples: int = 512, seed: int = 0, target: str = "cpu",
                     min_agreement: float = 0.99, text_col: str = "text", threads: int | None = None,
-                    say: Callable[[str], None] = print) -> dict:  # fmt: skip
+                    say: Callable[[str], None] = print, smooth: float = 0.75) -> dict:  # fmt: skip
     """Quantize `bundle` into `out`; returns the new manifest (with a `quantization` record)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
@@ -117,6 +120,8 @@ def quantize_bundle(bundle: str | Path, out: str | Path, calib: str | Path | Non
         raise NanonetError(f"--calibrator: must be one of {', '.join(CALIBRATORS)}, got '{calibrator}'")
     if target not in TARGETS:
         raise NanonetError(f"--target: must be one of {', '.join(TARGETS)}, got '{target}'")
+    if not 0 <= smooth < 1:
+        raise NanonetError(f"--smooth: must be in [0, 1) (0 turns smoothing off), got {smooth}")
     if not 0 < min_agreement <= 1:
         raise NanonetError(f"--min-agreement: must be in (0, 1], got {min_agreement}")
     src = read_bundle(bundle)
@@ -150,7 +155,19 @@ def quantize_bundle(bundle: str | Path, out: str | Path, calib: str | Path | Non
         embedding = quantize_embedding_table(model)
         fp32 = work / "fp32.onnx"
         onnx.save(model, str(fp32))
+        reference = fp32  # what agreement is measured against: the unsmoothed graph
         matmuls = _matmuls(model)
+        smoothing = None
+        if smooth > 0 and calib_feeds is not None and method == "dynamic":
+            # move activation range into the per-channel weights (calibrate/smooth.py); for the
+            # dynamic path, where activations get one range per tensor at run time
+            targets = [n.name for n in model.graph.node if n.name in matmuls and matmuls[n.name] != "head"]
+            tensors = sorted({n.input[0] for n in model.graph.node if n.name in targets})
+            ranges = activation_ranges(fp32, calib_feeds.batches, names, tensors, threads)
+            smoothed = smooth_matmuls(model, targets, ranges, smooth)
+            fp32 = work / "smoothed.onnx"
+            onnx.save(model, str(fp32))
+            smoothing = {"alpha": smooth, "matmuls": smoothed}
         act_type = QuantType.QInt8 if target == "tensorrt" else QuantType.QUInt8
         cal_method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                       "entropy": CalibrationMethod.Entropy}[calibrator]  # fmt: skip
@@ -174,7 +191,7 @@ def quantize_bundle(bundle: str | Path, out: str | Path, calib: str | Path | Non
         run(int8, kept)
         agreement = sensitivity = None
         if check_feeds is not None:
-            ref = _probs(fp32, check_feeds, names, threads)
+            ref = _probs(reference, check_feeds, names, threads)
             agree = lambda p: float((_probs(p, check_feeds, names, threads).argmax(-1) == ref.argmax(-1)).mean())  # noqa: E731
             agreement = agree(int8)
             if agreement < min_agreement:
@@ -206,7 +223,7 @@ def quantize_bundle(bundle: str | Path, out: str | Path, calib: str | Path | Non
             "activations": None if method == "dynamic" else ("int8 symmetric" if target == "tensorrt" else "uint8"),
             "weights": "int8 per-channel symmetric", "calibration": {"file": str(calib) if calib else None, "samples": len(texts) - held,
                                                                      "held_out": held, "seed": seed},
-            "mask_value": MASK_VALUE if fixed_values else None, "embedding": embedding, "kept_float": [matmuls[n] for n in kept],
+            "smoothing": smoothing, "mask_value": MASK_VALUE if fixed_values else None, "embedding": embedding, "kept_float": [matmuls[n] for n in kept],
             "agreement_held_out": agreement, "min_agreement": min_agreement, "sensitivity": {matmuls[k]: v for k, v in (sensitivity or {}).items()},
             "census": summary, "source_bundle": {"path": str(Path(bundle).resolve()), "model_sha256": src.manifest.files["model.onnx"]["sha256"]},
         }  # fmt: skip

@@ -111,6 +111,7 @@ def train(
     lr: Optional[float] = typer.Option(None, "--lr", help="Students' encoder learning rate (default 3e-3 for bias, 5e-5 for all)."),
     teacher_lr: Optional[float] = typer.Option(None, "--teacher-lr", help="Teacher's encoder learning rate (same defaults)."),
     graph_weight: float = typer.Option(1.0, "--graph-weight", help="Teacher's loss on labels propagated over the unlabeled pool (0: off)."),
+    graph_k: int = typer.Option(10, "--graph-k", help="Neighbours per text in the label-propagation graph."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last saved state."),
     attention: str = typer.Option("auto", "--attention", help="auto | flash | torch_varlen | sdpa | reference"),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch."),
@@ -123,7 +124,7 @@ def train(
         data=data, out=out, labels_per_class=labels_per_class, seed=seed, teacher=teacher, unlabeled=list(unlabeled),
         text_col=text_col, label_col=label_col, students=students, student_layers=_layer_sets(student_layers),
         trainable=trainable, teacher_trainable=teacher_trainable, steps=steps, epochs=epochs, eval_every=eval_every,
-        lr=lr, teacher_lr=teacher_lr, graph_weight=graph_weight, resume=resume,
+        lr=lr, teacher_lr=teacher_lr, graph_weight=graph_weight, graph_k=graph_k, resume=resume,
         attention=attention, threads=threads,
     )  # fmt: skip
     try:
@@ -367,6 +368,7 @@ def quantize(
     seed: int = typer.Option(0, "--seed", help="Seeds the calibration sample."),
     target: str = typer.Option("cpu", "--target", help="cpu | tensorrt (explicit symmetric int8 Q/DQ)."),
     min_agreement: float = typer.Option(0.99, "--min-agreement", help="Keep the most sensitive layers in float until fp32 agreement reaches this."),
+    smooth: float = typer.Option(0.75, "--smooth", help="SmoothQuant alpha with --calib (0: off): activation range moved into the weights."),
     text_col: str = typer.Option("text", "--text-col"),
     threads: Optional[int] = typer.Option(None, "--threads"),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest's quantization record as JSON."),
@@ -379,7 +381,8 @@ def quantize(
 
     say = (lambda msg: None) if as_json else (lambda msg: err.print(escape(msg), highlight=False))
     with err.status("quantizing"):
-        manifest = quantize_bundle(bundle, out, calib, method, calibrator, samples, seed, target, min_agreement, text_col, threads, say)
+        manifest = quantize_bundle(bundle, out, calib, method, calibrator, samples, seed, target, min_agreement, text_col, threads, say,
+                                   smooth)  # fmt: skip
     q = manifest["quantization"]
     if as_json:
         out_console.print_json(json.dumps(q))

@@ -207,3 +207,41 @@ def test_validate_rejects_unknown_labels(setup, tmp_path):
     data.write_text(json.dumps({"text": " ".join(WORDS[:5]), "label": "omega"}) + "\n")
     done = _validate(setup["fp32"], setup["fp32"], data)
     assert done.returncode == 1 and "omega" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_smoothing_keeps_the_float_function_and_flattens_activations(setup, tmp_path):
+    import onnxruntime as ort
+
+    from calibrate.quantize import _Feeds, _matmuls
+    from calibrate.smooth import activation_ranges, smooth_matmuls
+
+    clf = runtimes.load(setup["fp32"])
+    names = list(clf.bundle.manifest.inputs)
+    batches = _Feeds(clf, _texts(setup["train"])).batches
+    model = onnx.load(str(setup["fp32"] / "model.onnx"))
+    targets = [n for n, p in _matmuls(model).items() if p != "head"]
+    tensors = sorted({n.input[0] for n in model.graph.node if n.name in targets})
+    ranges = activation_ranges(setup["fp32"] / "model.onnx", batches, names, tensors)
+    assert set(ranges) == set(tensors) and all(r.ndim == 1 and (r > 0).all() for r in ranges.values())
+    assert smooth_matmuls(model, targets, ranges, alpha=0.75) == len(targets)
+    onnx.save(model, str(tmp_path / "smoothed.onnx"))
+    run = lambda p: np.concatenate([ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(["logits"], {n: b[n] for n in names})[0]
+                                    for b in batches])  # noqa: E731
+    np.testing.assert_allclose(run(tmp_path / "smoothed.onnx"), run(setup["fp32"] / "model.onnx"), atol=1e-4)
+    # what each multiplication now sees has a flatter channel profile (max / median range)
+    smoothed_names = [f"{t}_smoothed_for_{n.name}" for n in onnx.load(str(setup["fp32"] / "model.onnx")).graph.node
+                      if n.name in targets for t in [n.input[0]]]  # fmt: skip
+    after = activation_ranges(tmp_path / "smoothed.onnx", batches, names, smoothed_names)
+    spread = lambda r: float(r.max() / np.median(r))  # noqa: E731
+    before_spread = np.mean([spread(ranges[t]) for t in tensors])
+    after_spread = np.mean([spread(r) for r in after.values()])
+    assert after_spread < before_spread, (after_spread, before_spread)
+
+
+def test_calibrated_quantization_records_smoothing(setup, tmp_path):
+    manifest = quantize_bundle(setup["fp32"], tmp_path / "q", setup["train"], samples=100, say=lambda m: None)
+    assert manifest["quantization"]["smoothing"] == {"alpha": 0.75, "matmuls": 12}  # 3 layers x (qkv, out, fc1, fc2)
+    off = quantize_bundle(setup["fp32"], tmp_path / "q0", setup["train"], samples=100, smooth=0.0, say=lambda m: None)
+    assert off["quantization"]["smoothing"] is None
+    with pytest.raises(NanonetError, match="--smooth"):
+        quantize_bundle(setup["fp32"], tmp_path / "q1", setup["train"], smooth=1.5, say=lambda m: None)

@@ -152,7 +152,7 @@ def _print_train_report(report: dict, out: str) -> None:
                       f"{_pct(r['dev']['accuracy'])} / {_pct(r['dev']['macro_f1'])}",
                       f"{_pct(r['test']['accuracy'])} / {_pct(r['test']['macro_f1'])}",
                       f"{r['trainable_parameters'] / 1e3:,.1f}K / {r['parameters'] / 1e6:,.1f}M")  # fmt: skip
-    table.caption = "* the chosen student (best dev accuracy), saved to RUN/student"
+    table.caption = "* the chosen student (best dev accuracy; a lead within the dev set's noise goes to the one agreeing most with the teacher), saved to RUN/student"
     out_console.print(table)
     t, d = report["training"], report["data"]
     out_console.print(

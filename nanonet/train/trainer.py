@@ -245,7 +245,11 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
             "test": evaluate(m.model, test, splits.test_ids, num_classes, args.eval_tokens, ctx.device),
             "trainable_parameters": m.trainable, "parameters": m.total,
         })  # fmt: skip
-    chosen = max(range(1, len(members)), key=lambda i: (members[i].best["accuracy"], members[i].best["macro_f1"], -i))
+    selection = None
+    if ctx.rank == 0:
+        selection = choose_student(members, len(dev), unl, args.seed, args.eval_tokens, ctx.device)
+    selection = dist.broadcast_object(selection, ctx)
+    chosen = selection["chosen"] + 1
     unl_batches = [unl_stream[k] for k in range(min(unl_stream.batches_per_epoch(), steps * ctx.world_size))]
     report = {
         "nanonet_version": __version__,
@@ -256,6 +260,7 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
         "teacher": results[0],
         "students": results[1:],
         "chosen_student": chosen - 1,
+        "selection": selection,
         "training": {
             "steps": steps, "seconds": round(seconds, 1), "tokens": tokens_seen,
             "tokens_per_second": round(tokens_seen / max(seconds, 1e-9), 1),
@@ -275,6 +280,39 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
     dist.barrier(ctx)
     dist.teardown(ctx)
     return report
+
+
+def choose_student(members: list[Member], dev_size: int, unl: Tokenized, seed: int, max_tokens: int, device: torch.device,
+                   sample: int = 1000) -> dict:  # fmt: skip
+    """The student to ship: the best dev accuracy, where a lead smaller than the dev set can
+    resolve is a tie.
+
+    With tens of dev examples, one example is several points of accuracy, and the dev set
+    often picks the weaker student. Students within one standard error of the best dev
+    accuracy (and at least one example) are tied; among them the one agreeing most with the
+    teacher, the strongest member, on up to `sample` unlabeled texts wins (no labels used)."""
+    students = members[1:]
+    best = max(m.best["accuracy"] for m in students)
+    n = max(1, dev_size)
+    tolerance = max(1.0 / n, math.sqrt(max(best * (1 - best), 0.0) / n)) + 1e-9
+    tied = [i for i, m in enumerate(students) if m.best["accuracy"] >= best - tolerance]
+    agreement = None
+    if len(tied) > 1 and len(unl):
+        rows = np.sort(np.random.default_rng([seed, 7]).permutation(len(unl))[:sample])
+        part = Tokenized(*_subset(unl, rows))
+        teacher = predict(members[0].model, part, max_tokens, device)
+        agreement = {i: float((predict(students[i].model, part, max_tokens, device) == teacher).mean()) for i in tied}
+        chosen = max(tied, key=lambda i: (agreement[i], students[i].best["accuracy"], students[i].best["macro_f1"], -i))
+    else:
+        chosen = max(range(len(students)), key=lambda i: (students[i].best["accuracy"], students[i].best["macro_f1"], -i))
+    return {"chosen": chosen, "dev_tolerance": round(tolerance, 4), "tied_on_dev": tied,
+            "teacher_agreement": {str(k): round(v, 4) for k, v in agreement.items()} if agreement else None}
+
+
+def _subset(tokens: Tokenized, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    parts = [tokens.row(int(i)) for i in rows]
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
+    return (np.concatenate(parts) if parts else np.zeros(0, np.int32)), offsets
 
 
 def _backend(name: str, device: torch.device, head_size: int) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import tempfile
 from pathlib import Path
@@ -68,6 +69,8 @@ def main() -> None:
                     continue
                 with tempfile.TemporaryDirectory() as tmp:
                     out = args.keep / f"{name}-seed{seed}-row{i}" if args.keep else tmp
+                    if args.keep and out.exists():
+                        shutil.rmtree(out)  # this benchmark's own earlier run of the row
                     settings = dict(data=str(args.data / name), out=str(out), labels_per_class=args.labels_per_class, seed=seed,
                                     threads=args.threads, **overrides)  # fmt: skip
                     if "kd_weight" in overrides:

@@ -132,6 +132,9 @@ def main() -> None:
                 "default (--calib): dynamic + smoothing + mixed precision guard": dict(calib=calib),
             }
             if args.only:
+                unknown = set(args.only.split(",")) - set(variants)
+                if unknown:
+                    raise SystemExit(f"--only: unknown variants {sorted(unknown)}; known: {sorted(variants)}")
                 variants = {k: v for k, v in variants.items() if k in args.only.split(",")}
             q_seconds = {}
             for label, kw in variants.items():
@@ -158,6 +161,11 @@ def main() -> None:
                              "quantize_seconds": q_seconds.get(label), **{k: v for k, v in r.items() if k != "probs"}})  # fmt: skip
                 console.print(f"{name} {label}: acc {rows[-1]['accuracy']:.4f} agree {rows[-1]['agreement']:.4f} "
                               f"{rows[-1]['docs_per_second']:.1f} docs/s {rows[-1]['model_mb']:.1f} MB")  # fmt: skip
+    if args.only and (RESULTS / "quantization.json").is_file():
+        # a partial run replaces its own rows and keeps the rest of the last full run
+        ran = {(r["set"], r["variant"]) for r in rows}
+        kept = [r for r in json.loads((RESULTS / "quantization.json").read_text())["rows"] if (r["set"], r["variant"]) not in ran]
+        rows = [r for r in kept if r["set"] not in {s for s, _ in ran}] + rows  # other sets' rows stay as they were
     fp32 = {r["set"]: r for r in rows if r["variant"] == "fp32"}
     table = Table(title=f"int8 variants, {args.threads} threads, batch 32, CPU {isa}", title_justify="left")
     lines = ["| set | variant | accuracy (%) | vs fp32 (points) | agreement (%) | docs/s | speed vs fp32 | model MB | size vs fp32 |",

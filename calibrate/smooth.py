@@ -8,7 +8,7 @@ activation, quantized per tensor, to the weight, quantized per output channel:
 
     s_j = max|x_j| ** alpha / max|W_j,:| ** (1 - alpha)
 
-max|x_j| comes from calibration text (real tokens only). Each smoothed multiplication
+max|x_j| comes from calibration text. Each smoothed multiplication
 gets one elementwise Mul by 1/s in front of it (cheap next to the multiplication), so
 the float graph computes the same function (checked by the tests) and the quantizer
 sees the flatter activations.
@@ -26,7 +26,8 @@ SCALE_RANGE = (1e-2, 1e2)  # keeps a dead channel (max 0) from getting an extrem
 
 def activation_ranges(path: str | Path, batches: list[dict[str, np.ndarray]], inputs: list[str], tensors: list[str],
                       threads: int | None = None) -> dict[str, np.ndarray]:  # fmt: skip
-    """Per-channel max |value| of each of `tensors` over the real (unpadded) tokens of `batches`."""
+    """Per-channel max |value| of each of `tensors` over every position of `batches`, padding
+    included: the dynamic quantizer takes its range over the whole padded tensor too."""
     import onnx
     import onnxruntime as ort
     from onnx import helper
@@ -43,10 +44,8 @@ def activation_ranges(path: str | Path, batches: list[dict[str, np.ndarray]], in
         ranges: dict[str, np.ndarray] = {}
         for b in batches:
             outs = session.run(tensors, {n: b[n] for n in inputs})
-            real = b["attention_mask"].astype(bool)
             for name, value in zip(tensors, outs):
-                rows = value[real] if value.ndim == 3 else value.reshape(-1, value.shape[-1])
-                peak = np.abs(rows).max(axis=0)
+                peak = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
                 ranges[name] = peak if name not in ranges else np.maximum(ranges[name], peak)
     return ranges
 

@@ -53,3 +53,5 @@ def test_propagated_loss():
     mixed = torch.tensor([[-5.0, 5.0], [-5.0, 5.0]])
     assert losses.propagated(mixed, probs, torch.tensor([1.0, 0.0])) > 5
     assert losses.propagated(mixed, probs, torch.tensor([0.0, 1.0])) < 1e-3
+    # nearly uncertain rows pull little: the weights' sum is floored at 1
+    assert losses.propagated(-right, probs, torch.full((2,), 1e-3)) < 0.05

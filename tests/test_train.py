@@ -32,6 +32,8 @@ def comparable(report: dict) -> dict:
     report = json.loads(json.dumps(report))
     for key in TIMING:
         report["training"].pop(key)
+    if report["data"].get("propagation"):
+        report["data"]["propagation"].pop("seconds")
     return report
 
 
@@ -278,3 +280,13 @@ def test_choose_student_breaks_dev_noise_by_teacher_agreement(tiny_bert_dir):
     # a lead the dev set can resolve stands
     picked = choose_student(members(0.95, 0.80), 40, unl, seed=1, max_tokens=4096, device=device)
     assert picked["chosen"] == 0 and picked["teacher_agreement"] is None
+
+
+def test_graph_term_reaches_the_teacher_during_its_warmup_in_a_run(tiny_data, tiny_bert_dir, tmp_path):
+    report = train(tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, steps=4, eval_every=1, teacher_warmup_steps=2), progress=False)
+    warm, after = report["history"][0], report["history"][-1]
+    assert "graph" in warm and warm["graph"] > 0 and "kd" not in warm  # step 1: only the teacher trains, on labels and graph
+    assert "kd" in after and "graph" in after
+    off = train(tiny_args(tiny_data, tmp_path / "off", tiny_bert_dir, steps=4, eval_every=1, teacher_warmup_steps=2, graph_weight=0.0),
+                progress=False)  # fmt: skip
+    assert "graph" not in off["history"][0] and off["data"]["propagation"] is None

@@ -29,9 +29,10 @@ def self_training(logits: torch.Tensor, targets: torch.Tensor, confidence: float
 
 def propagated(logits: torch.Tensor, probs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Cross-entropy against the argmax of propagated label distributions, each row weighted
-    by its certainty (normalised by the weights' sum); 0 when every weight is 0."""
+    by its certainty, normalised by the weights' sum (at least 1, so that a batch of nearly
+    uncertain rows pulls little rather than as hard as a certain one); 0 when every weight is 0."""
     per_row = F.cross_entropy(logits, probs.argmax(-1), reduction="none")
-    return (per_row * weights).sum() / weights.sum().clamp_min(1e-6)
+    return (per_row * weights).sum() / weights.sum().clamp_min(1.0)
 
 
 def hidden_distillation(student_states: torch.Tensor, teacher_states: torch.Tensor, projection: torch.nn.Module) -> torch.Tensor:

@@ -158,6 +158,7 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
     graph, graph_seconds = None, 0.0
     if args.graph_weight > 0 and len(unl):
         tic = time.perf_counter()
+        teacher.to(ctx.device)
         graph = propagate(embed(teacher, lab, args.eval_tokens, ctx.device), lab_y, embed(teacher, unl, args.eval_tokens, ctx.device),
                           num_classes, k=args.graph_k)  # fmt: skip
         graph_seconds = time.perf_counter() - tic
@@ -171,7 +172,7 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
     model = dist.wrap(cohort, ctx)
     optimizer, scheduler = _optimizer(cohort, args, steps)
 
-    start, history, tokens_seen, seconds = 0, [], 0, 0.0
+    start, history, tokens_seen, seconds = 0, [], 0, graph_seconds  # the graph is part of the run's time
     if args.resume:
         start, history, tokens_seen, seconds = load_state(out / "state", args, cohort, optimizer, scheduler, members, ctx.world_size)
     elif (out / "state").exists():  # checked on every rank, so no rank waits for one that stopped
@@ -231,7 +232,7 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
     finally:
         if bar:
             bar.close()
-    seconds += time.perf_counter() - tic + (graph_seconds if start == 0 else 0.0)
+    seconds += time.perf_counter() - tic
 
     # 6. restore best states, test, choose, save
     for m in members:
@@ -247,7 +248,9 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
         })  # fmt: skip
     selection = None
     if ctx.rank == 0:
-        selection = choose_student(members, len(dev), unl, args.seed, args.eval_tokens, ctx.device)
+        # a run that trains on labels only never reads unlabeled text, not even to break a tie
+        pool = unl if uses_unlabeled else Tokenized(np.zeros(0, np.int32), np.zeros(1, np.int64))
+        selection = choose_student(members, len(dev), pool, args.seed, args.eval_tokens, ctx.device)
     selection = dist.broadcast_object(selection, ctx)
     chosen = selection["chosen"] + 1
     unl_batches = [unl_stream[k] for k in range(min(unl_stream.batches_per_epoch(), steps * ctx.world_size))]

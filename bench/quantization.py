@@ -8,9 +8,9 @@ bundle, rows:
 - static minmax / percentile / entropy: calibrated on 512 unlabeled train texts, all
   weight matrix multiplications int8 (mixed precision off)
 - dynamic + smoothing: with calibration text, activation range moved into the weights
-  (SmoothQuant, alpha 0.75) before dynamic int8; mixed precision off
-- default (--calib): `nanonet quantize --calib train.jsonl` as it ships: dynamic with
-  smoothing, plus mixed precision until 99% agreement on the held-out calibration texts
+  (SmoothQuant, alpha 0.75, `--smooth 0.75`) before dynamic int8; mixed precision off
+- default (--calib): `nanonet quantize --calib train.jsonl` as it ships: dynamic, plus
+  mixed precision until 99% agreement on the held-out calibration texts
 - optimum preset: optimum's ORTQuantizer with the dynamic AutoQuantizationConfig preset for
   this CPU (avx512_vnni or avx2) on the same ONNX file (run in .venv-optimum: make bench-env).
   As shipped, the preset also quantizes the Attention op and writes a graph ONNX Runtime
@@ -128,8 +128,8 @@ def main() -> None:
                 "static minmax": dict(calib=calib, method="static", calibrator="minmax", min_agreement=1e-9),
                 "static percentile": dict(calib=calib, method="static", calibrator="percentile", min_agreement=1e-9),
                 "static entropy": dict(calib=calib, method="static", calibrator="entropy", min_agreement=1e-9),
-                "dynamic + smoothing (--calib; guard off)": dict(calib=calib, min_agreement=1e-9),
-                "default (--calib): dynamic + smoothing + mixed precision guard": dict(calib=calib),
+                "dynamic + smoothing (--calib --smooth 0.75; guard off)": dict(calib=calib, min_agreement=1e-9, smooth=0.75),
+                "default (--calib): dynamic + mixed precision guard": dict(calib=calib),
             }
             if args.only:
                 unknown = set(args.only.split(",")) - set(variants)
@@ -157,7 +157,7 @@ def main() -> None:
                     ref = r["probs"]
                     r["agreement"] = 1.0
                 q = json.loads((path / "manifest.json").read_text()).get("quantization", {})
-                rows.append({"set": name, "variant": label, "n": len(texts), "kept_float": q.get("kept_float"),
+                rows.append({"set": name, "variant": label, "student": str(Path(ckpt).resolve()), "n": len(texts), "kept_float": q.get("kept_float"),
                              "quantize_seconds": q_seconds.get(label), **{k: v for k, v in r.items() if k != "probs"}})  # fmt: skip
                 console.print(f"{name} {label}: acc {rows[-1]['accuracy']:.4f} agree {rows[-1]['agreement']:.4f} "
                               f"{rows[-1]['docs_per_second']:.1f} docs/s {rows[-1]['model_mb']:.1f} MB")  # fmt: skip
@@ -165,7 +165,9 @@ def main() -> None:
         # a partial run replaces its own rows and keeps the rest of the last full run
         ran = {(r["set"], r["variant"]) for r in rows}
         kept = [r for r in json.loads((RESULTS / "quantization.json").read_text())["rows"] if (r["set"], r["variant"]) not in ran]
-        rows = [r for r in kept if r["set"] not in {s for s, _ in ran}] + rows  # other sets' rows stay as they were
+        students = {r["set"]: r.get("student") for r in rows}
+        # rows of another student of the same set would not compare: only the same student's stay
+        rows = [r for r in kept if r["set"] not in students or r.get("student") == students[r["set"]]] + rows
     fp32 = {r["set"]: r for r in rows if r["variant"] == "fp32"}
     table = Table(title=f"int8 variants, {args.threads} threads, batch 32, CPU {isa}", title_justify="left")
     lines = ["| set | variant | accuracy (%) | vs fp32 (points) | agreement (%) | docs/s | speed vs fp32 | model MB | size vs fp32 |",

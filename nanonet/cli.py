@@ -368,7 +368,7 @@ def quantize(
     seed: int = typer.Option(0, "--seed", help="Seeds the calibration sample."),
     target: str = typer.Option("cpu", "--target", help="cpu | tensorrt (explicit symmetric int8 Q/DQ)."),
     min_agreement: float = typer.Option(0.99, "--min-agreement", help="Keep the most sensitive layers in float until fp32 agreement reaches this."),
-    smooth: float = typer.Option(0.75, "--smooth", help="SmoothQuant alpha with --calib (0: off): activation range moved into the weights."),
+    smooth: float = typer.Option(0.0, "--smooth", help="SmoothQuant alpha with --calib, e.g. 0.75 (default 0: off): activation range moved into the weights."),
     text_col: str = typer.Option("text", "--text-col"),
     threads: Optional[int] = typer.Option(None, "--threads"),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest's quantization record as JSON."),

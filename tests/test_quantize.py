@@ -239,9 +239,12 @@ def test_smoothing_keeps_the_float_function_and_flattens_activations(setup, tmp_
 
 
 def test_calibrated_quantization_records_smoothing(setup, tmp_path):
-    manifest = quantize_bundle(setup["fp32"], tmp_path / "q", setup["train"], samples=100, say=lambda m: None)
+    manifest = quantize_bundle(setup["fp32"], tmp_path / "q", setup["train"], samples=100, smooth=0.75, say=lambda m: None)
     assert manifest["quantization"]["smoothing"] == {"alpha": 0.75, "matmuls": 12}  # 3 layers x (qkv, out, fc1, fc2)
-    off = quantize_bundle(setup["fp32"], tmp_path / "q0", setup["train"], samples=100, smooth=0.0, say=lambda m: None)
-    assert off["quantization"]["smoothing"] is None
+    texts = _texts(setup["test"])
+    ref, got = _probs(setup["fp32"], texts), _probs(tmp_path / "q", texts)
+    assert np.abs(ref - got).mean() < 0.05 and (ref.argmax(-1) == got.argmax(-1)).mean() >= 0.85
+    off = quantize_bundle(setup["fp32"], tmp_path / "q0", setup["train"], samples=100, say=lambda m: None)
+    assert off["quantization"]["smoothing"] is None  # opt-in
     with pytest.raises(NanonetError, match="--smooth"):
         quantize_bundle(setup["fp32"], tmp_path / "q1", setup["train"], smooth=1.5, say=lambda m: None)

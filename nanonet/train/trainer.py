@@ -38,7 +38,7 @@ from nanonet.train.cohort import Cohort, StepInputs
 from nanonet.train.losses import ramp
 from nanonet.train.metrics import accuracy, macro_f1
 from nanonet.train.peft import set_trainable
-from nanonet.train.propagation import GraphTargets, propagate
+from nanonet.train.propagation import propagate
 from nanonet.train.state import load_state, save_state, trainable_state
 from nanonet.train.views import cutoff, packed_rows
 

@@ -34,6 +34,12 @@ class Tokenized:
     def row(self, i: int) -> np.ndarray:
         return self.ids[self.offsets[i] : self.offsets[i + 1]]
 
+    def select(self, rows: np.ndarray) -> "Tokenized":
+        """The given rows, in that order."""
+        parts = [self.row(int(i)) for i in rows]
+        offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts], dtype=np.int64)]).astype(np.int64)
+        return Tokenized(np.concatenate(parts) if parts else np.zeros(0, np.int32), offsets)
+
 
 def tokenize(texts: list[str], tokenizer_file: Path, max_length: int, cache: bool = True) -> Tokenized:
     """Tokenize with truncation to `max_length`; reuse a cached result for the same texts,

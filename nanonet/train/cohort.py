@@ -52,9 +52,10 @@ class Cohort(nn.Module):
         # ... and from the labels propagated over the unlabeled pool (from the first step on)
         view_logits = None
         self_train = self.self_train_weight > 0 and x.students_active
-        if x.teacher_view is not None and (self_train or (x.graph_probs is not None and self.graph_weight > 0)):
+        graph = x.graph_probs is not None and self.graph_weight > 0
+        if x.teacher_view is not None and (self_train or graph):
             view_logits = self.teacher(x.teacher_view)
-        if x.graph_probs is not None and self.graph_weight > 0:
+        if graph:
             terms["graph"] = losses.propagated(view_logits, x.graph_probs, x.graph_weights)
             total = total + self.graph_weight * terms["graph"]
         if not x.students_active:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 
@@ -25,11 +24,8 @@ class GraphTargets:
     probs: torch.Tensor  # (U, C) propagated class distribution of every unlabeled text
     weights: torch.Tensor  # (U,) certainty in [0, 1]: 1 - entropy / log C
 
-    def summary(self, truth: np.ndarray | None = None) -> dict:
-        out = {"texts": len(self.weights), "mean_certainty": round(float(self.weights.mean()), 4) if len(self.weights) else None}
-        if truth is not None and len(truth):
-            out["accuracy"] = round(float((self.probs.argmax(-1).numpy() == truth).mean()), 4)
-        return out
+    def summary(self) -> dict:
+        return {"texts": len(self.weights), "mean_certainty": round(float(self.weights.mean()), 4) if len(self.weights) else None}
 
 
 def knn_graph(x: torch.Tensor, k: int, gamma: float = 3.0, chunk: int = 2048) -> torch.Tensor:

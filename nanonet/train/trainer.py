@@ -79,26 +79,32 @@ def evaluate(model: NanoClassifier, tokens: Tokenized, gold: list[int], num_clas
 
 
 def predict(model: NanoClassifier, tokens: Tokenized, max_tokens: int, device: torch.device) -> np.ndarray:
-    was_training = model.training
-    model.eval()
+    """(N,) predicted class of each tokenized text, in row order."""
     pred = np.empty(len(tokens), dtype=np.int64)
-    with torch.no_grad(), _autocast(device):
-        for rows in budget_batches(tokens.lengths, max_tokens, rng=None):
-            pred[rows] = model(packed_rows(tokens, rows).to(device)).argmax(-1).cpu().numpy()
-    model.train(was_training)
+    for rows, batch in _eval_batches(model, tokens, max_tokens, device):
+        pred[rows] = model(batch).argmax(-1).cpu().numpy()
     return pred
 
 
 def embed(model: NanoClassifier, tokens: Tokenized, max_tokens: int, device: torch.device) -> torch.Tensor:
-    """(N, H) pooled embeddings of tokenized texts (eval mode, no grad), in row order."""
+    """(N, H) pooled embeddings of tokenized texts, in row order."""
+    out = torch.empty(len(tokens), model.config.hidden_size)
+    for rows, batch in _eval_batches(model, tokens, max_tokens, device):
+        out[torch.as_tensor(rows)] = model.embed(batch).float().cpu()
+    return out
+
+
+def _eval_batches(model: NanoClassifier, tokens: Tokenized, max_tokens: int, device: torch.device):
+    """(rows, packed batch on `device`) in length order, with `model` in eval mode, no grad and
+    autocast on CUDA; the model's mode is restored afterwards."""
     was_training = model.training
     model.eval()
-    out = torch.empty(len(tokens), model.config.hidden_size)
-    with torch.no_grad(), _autocast(device):
-        for rows in budget_batches(tokens.lengths, max_tokens, rng=None):
-            out[torch.as_tensor(rows)] = model.embed(packed_rows(tokens, rows).to(device)).float().cpu()
-    model.train(was_training)
-    return out
+    try:
+        with torch.no_grad(), _autocast(device):
+            for rows in budget_batches(tokens.lengths, max_tokens, rng=None):
+                yield rows, packed_rows(tokens, rows).to(device)
+    finally:
+        model.train(was_training)
 
 
 def _autocast(device: torch.device):
@@ -249,8 +255,7 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
     selection = None
     if ctx.rank == 0:
         # a run that trains on labels only never reads unlabeled text, not even to break a tie
-        pool = unl if uses_unlabeled else Tokenized(np.zeros(0, np.int32), np.zeros(1, np.int64))
-        selection = choose_student(members, len(dev), pool, args.seed, args.eval_tokens, ctx.device)
+        selection = choose_student(members, len(dev), unl if uses_unlabeled else None, args.seed, args.eval_tokens, ctx.device)
     selection = dist.broadcast_object(selection, ctx)
     chosen = selection["chosen"] + 1
     unl_batches = [unl_stream[k] for k in range(min(unl_stream.batches_per_epoch(), steps * ctx.world_size))]
@@ -285,7 +290,7 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
     return report
 
 
-def choose_student(members: list[Member], dev_size: int, unl: Tokenized, seed: int, max_tokens: int, device: torch.device,
+def choose_student(members: list[Member], dev_size: int, unl: Tokenized | None, seed: int, max_tokens: int, device: torch.device,
                    sample: int = 1000) -> dict:  # fmt: skip
     """The student to ship: the best dev accuracy, where a lead smaller than the dev set can
     resolve is a tie.
@@ -300,9 +305,8 @@ def choose_student(members: list[Member], dev_size: int, unl: Tokenized, seed: i
     tolerance = max(1.0 / n, math.sqrt(max(best * (1 - best), 0.0) / n)) + 1e-9
     tied = [i for i, m in enumerate(students) if m.best["accuracy"] >= best - tolerance]
     agreement = None
-    if len(tied) > 1 and len(unl):
-        rows = np.sort(np.random.default_rng([seed, 7]).permutation(len(unl))[:sample])
-        part = Tokenized(*_subset(unl, rows))
+    if len(tied) > 1 and unl is not None and len(unl):
+        part = unl.select(np.sort(np.random.default_rng([seed, 7]).permutation(len(unl))[:sample]))
         teacher = predict(members[0].model, part, max_tokens, device)
         agreement = {i: float((predict(students[i].model, part, max_tokens, device) == teacher).mean()) for i in tied}
         chosen = max(tied, key=lambda i: (agreement[i], students[i].best["accuracy"], students[i].best["macro_f1"], -i))
@@ -310,12 +314,6 @@ def choose_student(members: list[Member], dev_size: int, unl: Tokenized, seed: i
         chosen = max(range(len(students)), key=lambda i: (students[i].best["accuracy"], students[i].best["macro_f1"], -i))
     return {"chosen": chosen, "dev_tolerance": round(tolerance, 4), "tied_on_dev": tied,
             "teacher_agreement": {str(k): round(v, 4) for k, v in agreement.items()} if agreement else None}
-
-
-def _subset(tokens: Tokenized, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    parts = [tokens.row(int(i)) for i in rows]
-    offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
-    return (np.concatenate(parts) if parts else np.zeros(0, np.int32)), offsets
 
 
 def _backend(name: str, device: torch.device, head_size: int) -> str:

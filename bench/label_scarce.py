@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
 OUT = Path(__file__).resolve().parent / "results" / "label_scarce.json"
 
-SUPERVISED = dict(kd_weight=0.0, mutual_weight=0.0, self_train_weight=0.0, graph_weight=0.0, teacher_warmup_steps=0)
+SUPERVISED = dict(kd_weight=0.0, mutual_weight=0.0, self_train_weight=0.0, graph_weight=0.0, student_graph_weight=0.0, teacher_warmup_steps=0)
 ROWS = {
     "teacher, supervised only (all parameters)": dict(students=1, trainable="all", teacher_trainable="all", **SUPERVISED),
     "student 0,2,4, supervised only (bias)": dict(students=1, student_layers=[[0, 2, 4]], **SUPERVISED),
@@ -54,7 +54,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--supervised-steps", type=int, default=100, help="steps of the supervised-only rows")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--fresh", action="store_true", help="start a new results file")
+    ap.add_argument("--redo", action="store_true", help="run the selected sets, seeds and rows again, replacing their results")
     ap.add_argument("--rows", default=None, help="only these rows, by a word of their name (teacher, student, nanonet), comma-separated")
     ap.add_argument("--keep", type=Path, default=None, help="keep each run's directory under KEEP/SET-seedS-ROW (default: a temporary one)")
     args = ap.parse_args()
@@ -62,10 +63,15 @@ def main() -> None:
     results = [] if args.fresh or not OUT.is_file() else json.loads(OUT.read_text())["runs"]
     done = {(r["set"], r["row"], r["seed"]) for r in results}
     wanted = [w.strip().lower() for w in args.rows.split(",")] if args.rows else []
-    for name in args.sets.split(","):
-        for seed in map(int, args.seeds.split(",")):
+    sets, seeds = args.sets.split(","), list(map(int, args.seeds.split(",")))
+    selected = lambda name, row, seed: name in sets and seed in seeds and (not wanted or any(w in row.lower() for w in wanted))  # noqa: E731
+    if args.redo:
+        results = [r for r in results if not selected(r["set"], r["row"], r["seed"])]
+        done = set()
+    for name in sets:
+        for seed in seeds:
             for i, (row, overrides) in enumerate(ROWS.items()):
-                if (name, row, seed) in done or (wanted and not any(w in row.lower() for w in wanted)):
+                if (name, row, seed) in done or not selected(name, row, seed):
                     continue
                 with tempfile.TemporaryDirectory() as tmp:
                     out = args.keep / f"{name}-seed{seed}-row{i}" if args.keep else tmp

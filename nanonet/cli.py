@@ -111,6 +111,7 @@ def train(
     lr: Optional[float] = typer.Option(None, "--lr", help="Students' encoder learning rate (default 3e-3 for bias, 5e-5 for all)."),
     teacher_lr: Optional[float] = typer.Option(None, "--teacher-lr", help="Teacher's encoder learning rate (same defaults)."),
     graph_weight: float = typer.Option(1.0, "--graph-weight", help="Teacher's loss on labels propagated over the unlabeled pool (0: off)."),
+    student_graph_weight: float = typer.Option(1.0, "--student-graph-weight", help="Students' loss on the propagated labels (0: off)."),
     graph_k: int = typer.Option(10, "--graph-k", help="Neighbours per text in the label-propagation graph."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last saved state."),
     attention: str = typer.Option("auto", "--attention", help="auto | flash | torch_varlen | sdpa | reference"),
@@ -124,7 +125,8 @@ def train(
         data=data, out=out, labels_per_class=labels_per_class, seed=seed, teacher=teacher, unlabeled=list(unlabeled),
         text_col=text_col, label_col=label_col, students=students, student_layers=_layer_sets(student_layers),
         trainable=trainable, teacher_trainable=teacher_trainable, steps=steps, epochs=epochs, eval_every=eval_every,
-        lr=lr, teacher_lr=teacher_lr, graph_weight=graph_weight, graph_k=graph_k, resume=resume,
+        lr=lr, teacher_lr=teacher_lr, graph_weight=graph_weight, student_graph_weight=student_graph_weight, graph_k=graph_k,
+        resume=resume,
         attention=attention, threads=threads,
     )  # fmt: skip
     try:
@@ -364,10 +366,11 @@ def quantize(
     calib: Optional[str] = typer.Option(None, "--calib", help="Unlabeled calibration text: JSONL, CSV, TSV or text."),
     method: Optional[str] = typer.Option(None, "--method", help="dynamic (default) | static (needs --calib)."),
     calibrator: str = typer.Option("minmax", "--calibrator", help="minmax | percentile | entropy (static)."),
-    samples: int = typer.Option(512, "--samples", help="Calibration texts sampled from --calib (a fifth held out to check agreement)."),
+    samples: int = typer.Option(512, "--samples", help="Calibration texts sampled from --calib (half held out to check agreement)."),
     seed: int = typer.Option(0, "--seed", help="Seeds the calibration sample."),
     target: str = typer.Option("cpu", "--target", help="cpu | tensorrt (explicit symmetric int8 Q/DQ)."),
     min_agreement: float = typer.Option(0.99, "--min-agreement", help="Keep the most sensitive layers in float until fp32 agreement reaches this."),
+    outliers: str = typer.Option("auto", "--outliers", help="auto | always | off: with --calib (dynamic), input channels whose range exceeds 6x the median channel's multiply in float; auto: when agreement falls short."),
     smooth: float = typer.Option(0.0, "--smooth", help="SmoothQuant alpha with --calib, e.g. 0.75 (default 0: off): activation range moved into the weights."),
     text_col: str = typer.Option("text", "--text-col"),
     threads: Optional[int] = typer.Option(None, "--threads"),
@@ -382,7 +385,7 @@ def quantize(
     say = (lambda msg: None) if as_json else (lambda msg: err.print(escape(msg), highlight=False))
     with err.status("quantizing"):
         manifest = quantize_bundle(bundle, out, calib, method, calibrator, samples, seed, target, min_agreement, text_col, threads, say,
-                                   smooth)  # fmt: skip
+                                   smooth, outliers)  # fmt: skip
     q = manifest["quantization"]
     if as_json:
         out_console.print_json(json.dumps(q))
@@ -390,10 +393,18 @@ def quantize(
     agreement = "-" if q["agreement_held_out"] is None else f"{100 * q['agreement_held_out']:.1f}%"
     out_console.print(
         f"{escape(out)}: {manifest['precision']}, {q['census']['quantized_matmuls']} quantized matrix multiplications, "
-        f"{len(q['kept_float'])} kept in float{(' (' + ', '.join(q['kept_float']) + ')') if q['kept_float'] else ''}; "
+        f"{len(q['kept_float'])} kept in float{(' (' + ', '.join(q['kept_float']) + ')') if q['kept_float'] else ''}"
+        f"{_outlier_summary(q.get('outliers'))}; "
         f"agreement with fp32 on {q['calibration']['held_out']} held-out texts: {agreement}; "
         f"model.onnx {manifest['files']['model.onnx']['bytes'] / 1e6:.1f} MB"
     )
+
+
+def _outlier_summary(split: dict | None) -> str:
+    if not split or not split["channels"]:
+        return ""
+    n = sum(len(c) for c in split["channels"].values())
+    return f", {n} outlier channels of {len(split['channels'])} multiplied in float"
 
 
 @app.command()

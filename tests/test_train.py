@@ -78,7 +78,8 @@ def test_teacher_can_train_everything_while_students_train_biases(tiny_data, tin
 
 
 def test_supervised_only_run_uses_no_unlabeled_text(tiny_data, tiny_bert_dir, tmp_path):
-    args = tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, kd_weight=0.0, mutual_weight=0.0, self_train_weight=0.0, graph_weight=0.0, students=1, steps=None, epochs=3)
+    args = tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, kd_weight=0.0, mutual_weight=0.0, self_train_weight=0.0, graph_weight=0.0,
+                     student_graph_weight=0.0, students=1, steps=None, epochs=3)  # fmt: skip
     report = train(args, progress=False)
     t = report["training"]
     assert t["tokens"] <= t["steps"] * args.labeled_tokens  # an unlabeled batch would add up to 256 a step
@@ -187,6 +188,49 @@ def test_graph_term_trains_the_teacher_during_its_warmup(tiny_bert_dir):
     assert silent["graph"] == 0  # no certainty, no pull
 
 
+def test_students_learn_from_the_propagated_labels_on_their_views(tiny_bert_dir):
+    from nanonet.model import NanoClassifier, pack_sequences
+    from nanonet.train import losses
+    from conftest import random_sequences
+
+    enc = load_pretrained(str(tiny_bert_dir)).encoder
+    torch.manual_seed(0)
+    students = [NanoClassifier(make_student(enc, [0, 2, 4]), 3), NanoClassifier(make_student(enc, [1, 3, 5]), 3)]
+    cohort = Cohort(NanoClassifier(enc, 3), students, temperature=2.0, kd_weight=1.0, hidden_weight=0.0, mutual_loss="mse",
+                    graph_weight=0.5, student_graph_weight=0.25).eval()  # fmt: skip
+    labeled, y = pack_sequences(random_sequences([5, 9, 7])), torch.tensor([0, 1, 2])
+    unl = pack_sequences(random_sequences([12, 20, 6, 8], seed=1))
+    probs = torch.tensor([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.4, 0.3, 0.3]])
+    weights = torch.tensor([1.0, 0.5, 0.8, 0.1])
+    terms = cohort(StepInputs(labeled, y, True, unl, [(unl, 0.0), (unl, 0.0)], 0.0, unl, probs, weights))
+    expected = sum(losses.propagated(s(unl), probs, weights) for s in students)  # eval mode: the views are the batch itself
+    torch.testing.assert_close(terms["student_graph"], expected)
+    torch.testing.assert_close(terms["total"], terms["teacher_ce"] + 0.5 * terms["graph"] + terms["student_ce"] + terms["kd"]
+                               + 0.25 * terms["student_graph"])  # fmt: skip
+    off = Cohort(cohort.teacher, students, temperature=2.0, kd_weight=1.0, hidden_weight=0.0, mutual_loss="mse", graph_weight=0.5).eval()
+    assert off(StepInputs(labeled, y, True, unl, [(unl, 0.0), (unl, 0.0)], 0.0, unl, probs, weights))["student_graph"] == 0
+
+
+def test_each_member_keeps_its_latest_state_within_dev_noise_of_its_best(monkeypatch):
+    from nanonet.train import trainer
+    from nanonet.train.distributed import Context
+
+    model = torch.nn.Linear(2, 2)  # any module: evaluate() is scripted
+    member = trainer.Member("student 0", model, [0], None)
+    script = iter([0.5, 0.85, 0.80, 0.70, 0.825])  # dev accuracy on 40 examples at steps 1..5
+    monkeypatch.setattr(trainer, "evaluate", lambda *a, **k: {"accuracy": (acc := next(script)), "macro_f1": acc})
+    kept = []
+    for step in range(1, 6):
+        with torch.no_grad():
+            model.weight.fill_(step)  # the state at this step
+        trainer._evaluate_members([member], None, [0] * 40, 3, 1024, Context(device=torch.device("cpu")), step)
+        kept.append(member.best["step"])
+    # 0.80 is within one standard error of 0.85 (0.056 on 40 examples): kept; 0.70 is not; 0.825 is
+    assert kept == [1, 2, 3, 3, 5]
+    assert member.best == {"accuracy": 0.825, "macro_f1": 0.825, "step": 5, "peak": 0.85}
+    assert float(member.best_state["weight"][0, 0]) == 5.0
+
+
 def test_cutoff_view_keeps_ends_and_drops_tokens():
     from nanonet.model import pack_sequences
 
@@ -287,6 +331,10 @@ def test_graph_term_reaches_the_teacher_during_its_warmup_in_a_run(tiny_data, ti
     warm, after = report["history"][0], report["history"][-1]
     assert "graph" in warm and warm["graph"] > 0 and "kd" not in warm  # step 1: only the teacher trains, on labels and graph
     assert "kd" in after and "graph" in after
-    off = train(tiny_args(tiny_data, tmp_path / "off", tiny_bert_dir, steps=4, eval_every=1, teacher_warmup_steps=2, graph_weight=0.0),
-                progress=False)  # fmt: skip
+    assert after["student_graph"] > 0  # the students learn from the propagated labels too, once they start
+    teacher_only = train(tiny_args(tiny_data, tmp_path / "teacher_only", tiny_bert_dir, steps=4, eval_every=1, teacher_warmup_steps=2,
+                                   student_graph_weight=0.0), progress=False)  # fmt: skip
+    assert teacher_only["history"][-1]["student_graph"] == 0 and teacher_only["history"][-1]["graph"] > 0
+    off = train(tiny_args(tiny_data, tmp_path / "off", tiny_bert_dir, steps=4, eval_every=1, teacher_warmup_steps=2, graph_weight=0.0,
+                          student_graph_weight=0.0), progress=False)  # fmt: skip
     assert "graph" not in off["history"][0] and off["data"]["propagation"] is None

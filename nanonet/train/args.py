@@ -72,6 +72,8 @@ class TrainArgs:
     """Weight of the teacher's self-training on unlabeled text (its confident predictions as labels); 0 turns it off."""
     graph_weight: float = 1.0
     """Weight of the teacher's loss on propagated labels (kNN label propagation over its pretrained embeddings); 0 turns it off."""
+    student_graph_weight: float = 1.0
+    """Weight of each student's loss on the propagated labels (on its own view, from its first step); 0 turns it off."""
     graph_k: int = 10
     """Neighbours per text in the label-propagation graph."""
     confidence: float = 0.9
@@ -131,6 +133,8 @@ class TrainArgs:
             raise bad("attention", f"unknown backend '{self.attention}' (known: auto, flash, torch_varlen, sdpa, reference)")
         if self.graph_weight < 0:
             raise bad("graph_weight", "must be >= 0")
+        if self.student_graph_weight < 0:
+            raise bad("student_graph_weight", "must be >= 0")
         if self.graph_k < 1:
             raise bad("graph_k", "must be >= 1")
         if self.eval_every < 1:

@@ -33,7 +33,7 @@ class Cohort(nn.Module):
 
     def __init__(self, teacher: NanoClassifier, students: list[NanoClassifier], temperature: float,
                  kd_weight: float, hidden_weight: float, mutual_loss: str, self_train_weight: float = 0.0,
-                 confidence: float = 0.9, graph_weight: float = 0.0):  # fmt: skip
+                 confidence: float = 0.9, graph_weight: float = 0.0, student_graph_weight: float = 0.0):  # fmt: skip
         super().__init__()
         self.teacher = teacher
         self.students = nn.ModuleList(students)
@@ -43,6 +43,7 @@ class Cohort(nn.Module):
         ) if hidden_weight > 0 else None  # fmt: skip
         self.temperature, self.kd_weight, self.hidden_weight, self.mutual_loss = temperature, kd_weight, hidden_weight, mutual_loss
         self.self_train_weight, self.confidence, self.graph_weight = self_train_weight, confidence, graph_weight
+        self.student_graph_weight = student_graph_weight
 
     def forward(self, x: StepInputs) -> dict[str, torch.Tensor]:
         terms: dict[str, torch.Tensor] = {}
@@ -82,14 +83,17 @@ class Cohort(nn.Module):
         outputs = []
         for student, (view, noise) in zip(self.students, x.views):
             outputs.append(student(view, noise_std=noise, return_embedding=True))
-        kd = hid = mut = total.new_zeros(())
+        kd = hid = mut = lp = total.new_zeros(())
+        student_graph = x.graph_probs is not None and self.student_graph_weight > 0
         for i in range(len(self.students)):
             logits, embedding = outputs[i]
             kd = kd + losses.distillation(logits, t_logits, self.temperature)
+            if student_graph:
+                lp = lp + losses.propagated(logits, x.graph_probs, x.graph_weights)
             if self.projections is not None:
                 hid = hid + losses.hidden_distillation(embedding, t_embedding, self.projections[i])
             peers = [o[0] for j, o in enumerate(outputs) if j != i]
             mut = mut + losses.mutual(logits, peers, self.mutual_loss)
-        terms.update(kd=kd, hidden=hid, mutual=mut)
-        total = total + self.kd_weight * kd + self.hidden_weight * hid + x.mutual_weight * mut
+        terms.update(kd=kd, hidden=hid, mutual=mut, student_graph=lp)
+        total = total + self.kd_weight * kd + self.hidden_weight * hid + x.mutual_weight * mut + self.student_graph_weight * lp
         return {**terms, "total": total}

@@ -4,7 +4,8 @@
 2. cohort: teacher + head; K students from layer selections of the teacher, new heads
 3. trainable parameters: bias terms + heads (or bias+norm, or all)
 4. steps: teacher CE; then per student CE + distillation + mutual learning on its view
-5. every M steps: dev evaluation, each member keeps its best state, resume state saved
+5. every M steps: dev evaluation, each member keeps its latest state within the dev set's
+   noise of its best, resume state saved
 6. end: best states restored, test evaluation, best student -> RUN/student, report.json
 """
 
@@ -47,7 +48,7 @@ LAB_SALT, UNL_SALT = 1, 2
 
 @dataclass
 class Member:
-    """A teacher or student with its best dev result so far."""
+    """A teacher or student with the state it keeps (see _evaluate_members) and that state's dev result."""
 
     name: str
     model: NanoClassifier
@@ -136,7 +137,8 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
     max_length = args.max_length or teacher_src.encoder.config.max_length
     tok = lambda texts: tokenize(texts, teacher_src.tokenizer_file, max_length)  # noqa: E731
     lab, unl, dev, test = tok(splits.labeled_texts), tok(splits.unlabeled_texts), tok(splits.dev_texts), tok(splits.test_texts)
-    uses_unlabeled = any(w > 0 for w in (args.kd_weight, args.mutual_weight, args.hidden_weight, args.self_train_weight, args.graph_weight))
+    uses_unlabeled = any(w > 0 for w in (args.kd_weight, args.mutual_weight, args.hidden_weight, args.self_train_weight, args.graph_weight,
+                                         args.student_graph_weight))
     if uses_unlabeled and len(unl) == 0:
         raise NanonetError(f"{args.data}: no unlabeled text left after drawing {args.labels_per_class} per class; add --unlabeled FILE")
     lab_y = torch.tensor(splits.labeled_ids)
@@ -162,7 +164,7 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
     # labels propagated over the unlabeled pool through a kNN graph of the pretrained
     # teacher's embeddings (computed before any training, so a resumed run gets the same)
     graph, graph_seconds = None, 0.0
-    if args.graph_weight > 0 and len(unl):
+    if max(args.graph_weight, args.student_graph_weight) > 0 and len(unl):
         tic = time.perf_counter()
         teacher.to(ctx.device)
         graph = propagate(embed(teacher, lab, args.eval_tokens, ctx.device), lab_y, embed(teacher, unl, args.eval_tokens, ctx.device),
@@ -173,7 +175,8 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
     for m in members:
         m.trainable, m.total = set_trainable(m.model, args.teacher_trainable if m.name == "teacher" else args.trainable)
     cohort = Cohort(teacher, [m.model for m in members[1:]], args.temperature, args.kd_weight, args.hidden_weight,
-                    args.mutual_loss, args.self_train_weight, args.confidence, args.graph_weight)  # fmt: skip
+                    args.mutual_loss, args.self_train_weight, args.confidence, args.graph_weight,
+                    args.student_graph_weight)  # fmt: skip
     cohort.to(ctx.device).train()
     model = dist.wrap(cohort, ctx)
     optimizer, scheduler = _optimizer(cohort, args, steps)
@@ -248,7 +251,7 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
     for m in members:
         results.append({
             "name": m.name, "layers": m.layers, "view": m.view,
-            "dev": {k: m.best[k] for k in ("accuracy", "macro_f1")}, "best_step": m.best["step"],
+            "dev": {k: m.best[k] for k in ("accuracy", "macro_f1")}, "best_step": m.best["step"], "dev_peak": m.best.get("peak"),
             "test": evaluate(m.model, test, splits.test_ids, num_classes, args.eval_tokens, ctx.device),
             "trainable_parameters": m.trainable, "parameters": m.total,
         })  # fmt: skip
@@ -290,6 +293,13 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
     return report
 
 
+def dev_tolerance(accuracy: float, n: int) -> float:
+    """The smallest dev-accuracy difference `n` dev examples resolve: one standard error of
+    `accuracy`, and at least one example."""
+    n = max(1, n)
+    return max(1.0 / n, math.sqrt(max(accuracy * (1 - accuracy), 0.0) / n)) + 1e-9
+
+
 def choose_student(members: list[Member], dev_size: int, unl: Tokenized | None, seed: int, max_tokens: int, device: torch.device,
                    sample: int = 1000) -> dict:  # fmt: skip
     """The student to ship: the best dev accuracy, where a lead smaller than the dev set can
@@ -301,8 +311,7 @@ def choose_student(members: list[Member], dev_size: int, unl: Tokenized | None, 
     teacher, the strongest member, on up to `sample` unlabeled texts wins (no labels used)."""
     students = members[1:]
     best = max(m.best["accuracy"] for m in students)
-    n = max(1, dev_size)
-    tolerance = max(1.0 / n, math.sqrt(max(best * (1 - best), 0.0) / n)) + 1e-9
+    tolerance = dev_tolerance(best, dev_size)
     tied = [i for i, m in enumerate(students) if m.best["accuracy"] >= best - tolerance]
     agreement = None
     if len(tied) > 1 and unl is not None and len(unl):
@@ -339,10 +348,14 @@ def _evaluate_members(members: list[Member], dev: Tokenized, gold: list[int], nu
     results = {}
     for m, r in zip(members, scores):
         results[m.name] = {k: round(r[k], 5) for k in ("accuracy", "macro_f1")}
-        # ties go to the later (longer trained) state: a small dev set ties often
-        if (r["accuracy"], r["macro_f1"]) >= (m.best["accuracy"], m.best["macro_f1"]):
-            m.best = {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "step": step}
+        # keep the latest state within the dev set's noise of the best seen: with tens of
+        # dev examples an earlier peak is as often luck as progress, and training goes on
+        peak = max(m.best.get("peak", -1.0), r["accuracy"])
+        if r["accuracy"] >= peak - dev_tolerance(peak, len(gold)):
+            m.best = {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "step": step, "peak": peak}
             m.best_state = trainable_state(m.model)
+        else:
+            m.best = {**m.best, "peak": peak}
     return results
 
 

@@ -66,8 +66,7 @@ def main() -> None:
     sets, seeds = args.sets.split(","), list(map(int, args.seeds.split(",")))
     selected = lambda name, row, seed: name in sets and seed in seeds and (not wanted or any(w in row.lower() for w in wanted))  # noqa: E731
     if args.redo:
-        results = [r for r in results if not selected(r["set"], r["row"], r["seed"])]
-        done = set()
+        done = set()  # each old result is replaced when its rerun ends, so a stopped rerun loses nothing
     for name in sets:
         for seed in seeds:
             for i, (row, overrides) in enumerate(ROWS.items()):
@@ -82,6 +81,7 @@ def main() -> None:
                     if "kd_weight" in overrides:
                         settings["steps"] = args.supervised_steps
                     report = train(TrainArgs(**settings), progress=False)
+                results = [r for r in results if (r["set"], r["row"], r["seed"]) != (name, row, seed)]
                 results.append({"set": name, "row": row, "seed": seed, **pick(row, report), "settings": report["settings"]})
                 print(f"{name} seed {seed} {row}: test {100 * results[-1]['test_accuracy']:.1f}% in {results[-1]['seconds']:.0f}s", flush=True)
                 _write(results)

@@ -111,6 +111,7 @@ def main() -> None:
     from rich.table import Table
 
     from calibrate.quantize import quantize_bundle
+    from nanonet.errors import NanonetError
     from export.bundle import export_bundle
     from nanonet.fsutil import atomic_write_text
 
@@ -149,8 +150,12 @@ def main() -> None:
             for label, kw in variants.items():
                 with console.status(f"{name}: {label}"):
                     t0 = time.perf_counter()
-                    quantize_bundle(work / name / "fp32", work / name / label, samples=args.samples, threads=args.threads,
-                                    say=lambda m: None, **kw)  # fmt: skip
+                    try:
+                        quantize_bundle(work / name / "fp32", work / name / label, samples=args.samples, threads=args.threads,
+                                        say=lambda m: None, **kw)  # fmt: skip
+                    except NanonetError as e:  # e.g. an agreement the guard cannot reach: the other rows still count
+                        console.print(f"{name} {label}: no bundle ({e})")
+                        continue
                     q_seconds[label] = time.perf_counter() - t0
             if Path(args.optimum_python).is_file():
                 with console.status(f"{name}: optimum {isa}"):

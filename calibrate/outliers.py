@@ -2,7 +2,7 @@
 
 BERT-family encoders carry a few input channels with values many times larger than
 the rest (here: one channel of layer 0's GELU output reaches 25 where the median
-channel peaks at 2; LayerNorm outputs have two or three such channels). Dynamic int8
+channel peaks at 2; LayerNorm outputs have one or two such channels). Dynamic int8
 quantizes a matrix multiplication's input with one range per tensor, so those
 channels leave the others a handful of levels. For `y = x W` the split
 

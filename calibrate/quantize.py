@@ -231,12 +231,17 @@ def quantize_bundle(bundle: str | Path, out: str | Path, calib: str | Path | Non
             agreement = agree(int8)
             done = outlier_split(agreement) if agreement < min_agreement and can_split and outliers == "auto" else None
             if done:  # the cheap remedy first
+                unsplit = fp32
                 fp32, always_float, split = done
                 run(int8, kept)
                 agreement = agree(int8)
                 n_channels = sum(map(len, split["channels"].values()))
                 say(f"agreement {split['agreement_before']:.3f} < {min_agreement}: {n_channels} outlier channels of "
                     f"{len(split['channels'])} matrix multiplications moved to float: agreement {agreement:.3f}")  # fmt: skip
+                if agreement < split["agreement_before"]:  # it did not help: back to the plain graph
+                    say("  the split lowered agreement: not kept")
+                    fp32, always_float, agreement, split = unsplit, [], split["agreement_before"], None
+                    run(int8, kept)
             if agreement < min_agreement:
                 say(f"agreement {agreement:.3f} < {min_agreement}: scoring each matrix multiplication's sensitivity")
                 sensitivity = {}
@@ -266,6 +271,7 @@ def quantize_bundle(bundle: str | Path, out: str | Path, calib: str | Path | Non
             float_here = [matmuls[n] for n in kept if _layer_of(matmuls[n]) == i]
             layer["precision"] = "int8" if not float_here else ("fp32" if len(float_here) >= 4 else "mixed")
             layer["float_matmuls"] = float_here
+            layer["outlier_channels"] = {k: c for k, c in (split or {}).get("channels", {}).items() if _layer_of(k) == i}
         manifest.quantization = {
             "method": method, "calibrator": calibrator if method == "static" else None, "target": target,
             "activations": None if method == "dynamic" else ("int8 symmetric" if target == "tensorrt" else "uint8"),

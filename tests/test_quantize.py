@@ -319,6 +319,8 @@ def test_outlier_split_always_is_recorded_and_keeps_answers(setup, tmp_path):
     split = manifest["quantization"]["outliers"]
     assert split["mode"] == "always" and split["ratio"] == 1.5 and split["agreement_before"] is None
     assert split["channels"] and all(k.startswith("encoder.layers.") and c for k, c in split["channels"].items())
+    per_layer = {k: c for layer in manifest["layers"].values() for k, c in layer["outlier_channels"].items()}
+    assert per_layer == split["channels"]  # each layer lists its own split multiplications
     graph = onnx.load(str(tmp_path / "q" / "model.onnx")).graph
     float_products = [n for n in graph.node if n.name.endswith("_outlier_matmul") and n.op_type == "MatMul"]
     assert len(float_products) == len(split["channels"])  # the outlier channels multiply apart, in float ...

@@ -338,7 +338,8 @@ def _backend(name: str, device: torch.device, head_size: int) -> str:
 
 def _evaluate_members(members: list[Member], dev: Tokenized, gold: list[int], num_classes: int, max_tokens: int,
                       ctx: dist.Context, step: int) -> dict:  # fmt: skip
-    """Dev metrics of every member; a member that improves keeps a copy of its state.
+    """Dev metrics of every member; a member keeps a copy of its state when the dev accuracy
+    is within the dev set's noise of its best so far (the latest such state wins).
 
     Rank 0 evaluates and every rank takes its figures, so replicas keep the same best states."""
     scores = None

@@ -56,7 +56,7 @@ class Member:
     view: str | None
     trainable: int = 0
     total: int = 0
-    best: dict = field(default_factory=lambda: {"accuracy": -1.0, "macro_f1": -1.0, "step": 0})
+    best: dict = field(default_factory=lambda: {"accuracy": -1.0, "macro_f1": -1.0, "step": 0, "peak": -1.0})
     best_state: dict[str, torch.Tensor] | None = None
 
 
@@ -251,7 +251,7 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
     for m in members:
         results.append({
             "name": m.name, "layers": m.layers, "view": m.view,
-            "dev": {k: m.best[k] for k in ("accuracy", "macro_f1")}, "best_step": m.best["step"], "dev_peak": m.best.get("peak"),
+            "dev": {k: m.best[k] for k in ("accuracy", "macro_f1")}, "best_step": m.best["step"], "dev_peak": m.best["peak"],
             "test": evaluate(m.model, test, splits.test_ids, num_classes, args.eval_tokens, ctx.device),
             "trainable_parameters": m.trainable, "parameters": m.total,
         })  # fmt: skip
@@ -351,7 +351,7 @@ def _evaluate_members(members: list[Member], dev: Tokenized, gold: list[int], nu
         results[m.name] = {k: round(r[k], 5) for k in ("accuracy", "macro_f1")}
         # keep the latest state within the dev set's noise of the best seen: with tens of
         # dev examples an earlier peak is as often luck as progress, and training goes on
-        peak = max(m.best.get("peak", -1.0), r["accuracy"])
+        peak = max(m.best["peak"], r["accuracy"])
         if r["accuracy"] >= peak - dev_tolerance(peak, len(gold)):
             m.best = {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "step": step, "peak": peak}
             m.best_state = trainable_state(m.model)

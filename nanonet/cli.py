@@ -113,6 +113,7 @@ def train(
     graph_weight: float = typer.Option(1.0, "--graph-weight", help="Teacher's loss on labels propagated over the unlabeled pool (0: off)."),
     student_graph_weight: float = typer.Option(1.0, "--student-graph-weight", help="Students' loss on the propagated labels (0: off)."),
     graph_k: int = typer.Option(10, "--graph-k", help="Neighbours per text in the label-propagation graph."),
+    graph_refreshes: int = typer.Option(0, "--graph-refreshes", help="Reruns of label propagation on the training teacher's embeddings."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last saved state."),
     attention: str = typer.Option("auto", "--attention", help="auto | flash | torch_varlen | sdpa | reference"),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch."),
@@ -126,7 +127,7 @@ def train(
         text_col=text_col, label_col=label_col, students=students, student_layers=_layer_sets(student_layers),
         trainable=trainable, teacher_trainable=teacher_trainable, steps=steps, epochs=epochs, eval_every=eval_every,
         lr=lr, teacher_lr=teacher_lr, graph_weight=graph_weight, student_graph_weight=student_graph_weight, graph_k=graph_k,
-        resume=resume,
+        graph_refreshes=graph_refreshes, resume=resume,
         attention=attention, threads=threads,
     )  # fmt: skip
     try:

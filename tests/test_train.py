@@ -34,6 +34,8 @@ def comparable(report: dict) -> dict:
         report["training"].pop(key)
     if report["data"].get("propagation"):
         report["data"]["propagation"].pop("seconds")
+        for refresh in report["data"]["propagation"]["refreshes"]:
+            refresh.pop("seconds")
     return report
 
 
@@ -120,21 +122,26 @@ def test_report_contents(tiny_data, tiny_bert_dir, tmp_path):
 
 
 def test_resume_continues_where_it_stopped_and_loses_nothing(tiny_data, tiny_bert_dir, tmp_path):
-    whole = train(tiny_args(tiny_data, tmp_path / "whole", tiny_bert_dir), progress=False)
+    # label propagation reruns before steps 3, 6 and 9: the state saved at step 4 must carry
+    # the step-3 graph, since the teacher that made it is gone when the run resumes
+    whole = train(tiny_args(tiny_data, tmp_path / "whole", tiny_bert_dir, graph_refreshes=3), progress=False)
+    assert [r["step"] for r in whole["data"]["propagation"]["refreshes"]] == [3, 6, 9]
 
     def interrupt(step: int) -> None:
         if step == 6:
             raise KeyboardInterrupt
 
-    args = tiny_args(tiny_data, tmp_path / "cut", tiny_bert_dir)
+    args = tiny_args(tiny_data, tmp_path / "cut", tiny_bert_dir, graph_refreshes=3)
     with pytest.raises(KeyboardInterrupt):
         train(args, progress=False, on_step=interrupt)
     state = json.loads((tmp_path / "cut" / "state" / "state.json").read_text())
     assert state["step"] == 4  # the last state written before the interruption
+    assert [r["step"] for r in state["graph_refreshes"]] == [3]
     with pytest.raises(NanonetError, match="pass --resume"):
         train(args, progress=False)
     steps_run = []
-    resumed = train(tiny_args(tiny_data, tmp_path / "cut", tiny_bert_dir, resume=True), progress=False, on_step=steps_run.append)
+    resumed = train(tiny_args(tiny_data, tmp_path / "cut", tiny_bert_dir, graph_refreshes=3, resume=True), progress=False,
+                    on_step=steps_run.append)  # fmt: skip
     assert steps_run[0] == 5  # continued at the right step
     for r in (whole, resumed):
         r["settings"].pop("out")
@@ -338,3 +345,34 @@ def test_graph_term_reaches_the_teacher_during_its_warmup_in_a_run(tiny_data, ti
     off = train(tiny_args(tiny_data, tmp_path / "off", tiny_bert_dir, steps=4, eval_every=1, teacher_warmup_steps=2, graph_weight=0.0,
                           student_graph_weight=0.0), progress=False)  # fmt: skip
     assert "graph" not in off["history"][0] and off["data"]["propagation"] is None
+
+
+def test_refresh_steps_are_evenly_spaced_inside_the_run():
+    from nanonet.train.trainer import refresh_steps
+
+    assert refresh_steps(146, 1) == [73]
+    assert refresh_steps(12, 3) == [3, 6, 9]
+    assert refresh_steps(100, 0) == []
+    assert refresh_steps(1, 1) == []  # never before the first step
+
+
+def test_graph_refresh_propagates_over_the_training_teachers_embeddings(tiny_data, tiny_bert_dir, tmp_path, monkeypatch):
+    import nanonet.train.trainer as trainer
+
+    calls, propagate = [], trainer.propagate
+
+    def recording(labeled, labels, unlabeled, num_classes, k):
+        calls.append(labeled.clone())
+        return propagate(labeled, labels, unlabeled, num_classes, k=k)
+
+    monkeypatch.setattr(trainer, "propagate", recording)
+    report = train(tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, steps=6, eval_every=3, graph_refreshes=1), progress=False)
+    assert len(calls) == 2  # the pretrained graph, then one refresh
+    assert not torch.allclose(calls[0], calls[1])  # the teacher trained in between: new embeddings, new graph
+    (refresh,) = report["data"]["propagation"]["refreshes"]
+    assert refresh["step"] == 3 and refresh["texts"] == report["data"]["propagation"]["texts"] and 0 <= refresh["changed"] <= 1
+    calls.clear()
+    off = train(tiny_args(tiny_data, tmp_path / "off", tiny_bert_dir, steps=6, eval_every=3, graph_refreshes=0), progress=False)
+    assert len(calls) == 1 and off["data"]["propagation"]["refreshes"] == []
+    with pytest.raises(NanonetError, match="--graph-refreshes"):
+        train(tiny_args(tiny_data, tmp_path / "bad", tiny_bert_dir, graph_refreshes=-1), progress=False)

@@ -76,6 +76,8 @@ class TrainArgs:
     """Weight of each student's loss on the propagated labels (on its own view, from its first step); 0 turns it off."""
     graph_k: int = 10
     """Neighbours per text in the label-propagation graph."""
+    graph_refreshes: int = 0
+    """Times label propagation reruns on the teacher's current embeddings, evenly spaced over training (0: the pretrained graph throughout)."""
     confidence: float = 0.9
     """Probability a teacher prediction needs to become a pseudo-label for self-training."""
     mutual_weight: float = 1.0
@@ -137,6 +139,8 @@ class TrainArgs:
             raise bad("student_graph_weight", "must be >= 0")
         if self.graph_k < 1:
             raise bad("graph_k", "must be >= 1")
+        if self.graph_refreshes < 0:
+            raise bad("graph_refreshes", "must be >= 0")
         if self.eval_every < 1:
             raise bad("eval_every", "must be >= 1")
         for name in ("labeled_tokens", "unlabeled_tokens", "eval_tokens"):

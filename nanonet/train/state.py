@@ -2,7 +2,9 @@
 
 Frozen weights are rebuilt from the teacher exactly as at the start, so the state holds
 only what training changes: trainable parameters, each member's best trainable
-parameters, the optimizer's moments, the scheduler position and the torch RNG."""
+parameters, the optimizer's moments, the scheduler position and the torch RNG, and the
+propagated labels once a refresh has replaced the pretrained graph (the teacher that
+produced them is gone by the time a run resumes)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_state(directory: Path, args, cohort, optimizer, scheduler, members, step: int, history: list,
-               tokens: int, seconds: float, world_size: int = 1) -> None:  # fmt: skip
+               tokens: int, seconds: float, world_size: int = 1, graph=None, refreshes: list | None = None) -> None:  # fmt: skip
+    """`graph`: the refreshed GraphTargets, saved when `refreshes` (their records) is not empty."""
     from safetensors.torch import save_file
 
     tensors = {f"model.{k}": v for k, v in trainable_state(cohort).items()}
@@ -33,6 +36,8 @@ def save_state(directory: Path, args, cohort, optimizer, scheduler, members, ste
     for idx, slots in opt["state"].items():
         for key, value in slots.items():
             tensors[f"opt.{idx}.{key}"] = value.detach().cpu().reshape(value.shape)
+    if graph is not None and refreshes:
+        tensors["graph.probs"], tensors["graph.weights"] = graph.probs, graph.weights
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
@@ -40,15 +45,17 @@ def save_state(directory: Path, args, cohort, optimizer, scheduler, members, ste
         "step": step, "history": history, "tokens": tokens, "seconds": seconds, "world_size": world_size,
         "args": {k: v for k, v in args.to_dict().items() if k not in IGNORED_ARGS},
         "best": [m.best for m in members], "has_best": [m.best_state is not None for m in members],
-        "param_groups": opt["param_groups"], "scheduler": scheduler.state_dict(),
+        "param_groups": opt["param_groups"], "scheduler": scheduler.state_dict(), "graph_refreshes": refreshes or [],
     }  # fmt: skip
     with atomic_dir(directory) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / "tensors.safetensors")
         (tmp / "state.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
-def load_state(directory: Path, args, cohort, optimizer, scheduler, members, world_size: int = 1) -> tuple[int, list, int, float]:
-    """Restore a saved state into a freshly built cohort; returns (step, history, tokens, seconds).
+def load_state(directory: Path, args, cohort, optimizer, scheduler, members, world_size: int = 1) -> tuple[int, list, int, float, dict]:
+    """Restore a saved state into a freshly built cohort; returns (step, history, tokens,
+    seconds, graph), where graph holds the refreshed propagated labels ("probs", "weights")
+    and their records ("refreshes"), or nothing before the first refresh.
 
     Resuming is exact on a CPU in one process. Elsewhere it continues correctly but not
     bitwise: only rank 0's RNG state is kept, and GPU kernels are not deterministic."""
@@ -88,4 +95,7 @@ def load_state(directory: Path, args, cohort, optimizer, scheduler, members, wor
     torch.set_rng_state(tensors["rng.torch"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
-    return meta["step"], meta["history"], meta["tokens"], meta["seconds"]
+    graph = {"refreshes": meta.get("graph_refreshes", [])}
+    if "graph.probs" in tensors:
+        graph.update(probs=tensors["graph.probs"], weights=tensors["graph.weights"])
+    return meta["step"], meta["history"], meta["tokens"], meta["seconds"], graph

@@ -39,7 +39,7 @@ from nanonet.train.cohort import Cohort, StepInputs
 from nanonet.train.losses import ramp
 from nanonet.train.metrics import accuracy, macro_f1
 from nanonet.train.peft import set_trainable
-from nanonet.train.propagation import propagate
+from nanonet.train.propagation import GraphTargets, propagate
 from nanonet.train.state import load_state, save_state, trainable_state
 from nanonet.train.views import cutoff, packed_rows
 
@@ -162,14 +162,14 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
         members.append(Member(f"student {i}", student, layers, args.views[i % len(args.views)]))
 
     # labels propagated over the unlabeled pool through a kNN graph of the pretrained
-    # teacher's embeddings (computed before any training, so a resumed run gets the same)
-    graph, graph_seconds = None, 0.0
+    # teacher's embeddings (computed before any training, so a resumed run gets the same);
+    # rebuilt from the training teacher's embeddings at `refresh_at` (see refresh_steps)
+    graph, graph_summary, graph_seconds, refreshes, refresh_at = None, None, 0.0, [], set()
     if max(args.graph_weight, args.student_graph_weight) > 0 and len(unl):
         tic = time.perf_counter()
-        teacher.to(ctx.device)
-        graph = propagate(embed(teacher, lab, args.eval_tokens, ctx.device), lab_y, embed(teacher, unl, args.eval_tokens, ctx.device),
-                          num_classes, k=args.graph_k)  # fmt: skip
-        graph_seconds = time.perf_counter() - tic
+        graph = _propagate(teacher, lab, lab_y, unl, num_classes, args, ctx.device)
+        graph_seconds, graph_summary = time.perf_counter() - tic, graph.summary()
+        refresh_at = set(refresh_steps(steps, args.graph_refreshes))
 
     # 3. trainable parameters
     for m in members:
@@ -183,7 +183,11 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
 
     start, history, tokens_seen, seconds = 0, [], 0, graph_seconds  # the graph is part of the run's time
     if args.resume:
-        start, history, tokens_seen, seconds = load_state(out / "state", args, cohort, optimizer, scheduler, members, ctx.world_size)
+        start, history, tokens_seen, seconds, saved_graph = load_state(out / "state", args, cohort, optimizer, scheduler, members,
+                                                                       ctx.world_size)  # fmt: skip
+        refreshes = saved_graph["refreshes"]
+        if "probs" in saved_graph:
+            graph = GraphTargets(saved_graph["probs"], saved_graph["weights"])
     elif (out / "state").exists():  # checked on every rank, so no rank waits for one that stopped
         raise NanonetError(f"{out}: holds a previous run's state; pass --resume to continue it, or choose another --out")
 
@@ -193,6 +197,9 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
     last_loss = float("nan")
     try:
         for step in range(start, steps):
+            if graph is not None and step in refresh_at:
+                graph, record = _refresh(graph, teacher, lab, lab_y, unl, num_classes, args, ctx.device, step)
+                refreshes.append(record)
             k = step * ctx.world_size + ctx.rank
             lab_rows = lab_stream[k]
             labeled = packed_rows(lab, lab_rows).to(ctx.device)
@@ -230,7 +237,7 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
                 seconds_now = seconds + time.perf_counter() - tic
                 if ctx.rank == 0:
                     save_state(out / "state", args, cohort, optimizer, scheduler, members, done, history, tokens_seen, seconds_now,
-                               ctx.world_size)  # fmt: skip
+                               ctx.world_size, graph, refreshes)  # fmt: skip
                 dist.barrier(ctx)
             if bar:
                 elapsed = seconds + time.perf_counter() - tic
@@ -267,7 +274,7 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
         "settings": args.to_dict(),
         "data": {**splits.summary(), "labels": splits.labels, "labeled_sha256": _digest(splits.labeled_texts, splits.labeled_ids),
                  "train_sha256": _digest(tables["train"].texts),
-                 "propagation": {**graph.summary(), "seconds": round(graph_seconds, 1)} if graph is not None else None},  # fmt: skip
+                 "propagation": {**graph_summary, "seconds": round(graph_seconds, 1), "refreshes": refreshes} if graph is not None else None},  # fmt: skip
         "teacher": results[0],
         "students": results[1:],
         "chosen_student": chosen - 1,
@@ -291,6 +298,31 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
     dist.barrier(ctx)
     dist.teardown(ctx)
     return report
+
+
+def refresh_steps(steps: int, refreshes: int) -> list[int]:
+    """The steps before which label propagation reruns: `refreshes` points evenly spaced
+    inside the run (1 refresh in 146 steps: before step 73, after the first of 2 epochs)."""
+    return sorted({round(steps * i / (refreshes + 1)) for i in range(1, refreshes + 1)} - {0})
+
+
+def _propagate(teacher: NanoClassifier, lab: Tokenized, lab_y: torch.Tensor, unl: Tokenized, num_classes: int, args: TrainArgs,
+               device: torch.device) -> GraphTargets:  # fmt: skip
+    """Label propagation over the teacher's current embeddings of the labeled and unlabeled texts."""
+    teacher.to(device)
+    return propagate(embed(teacher, lab, args.eval_tokens, device), lab_y, embed(teacher, unl, args.eval_tokens, device), num_classes,
+                     k=args.graph_k)  # fmt: skip
+
+
+def _refresh(graph: GraphTargets, teacher: NanoClassifier, lab: Tokenized, lab_y: torch.Tensor, unl: Tokenized, num_classes: int,
+             args: TrainArgs, device: torch.device, step: int) -> tuple[GraphTargets, dict]:  # fmt: skip
+    """Rerun label propagation on the training teacher's embeddings, which by now separate
+    the classes better than the pretrained ones (the teacher has learned from the labels and
+    from the first graph). Returns the new targets and a record for the report."""
+    tic = time.perf_counter()
+    new = _propagate(teacher, lab, lab_y, unl, num_classes, args, device)
+    changed = float((new.probs.argmax(-1) != graph.probs.argmax(-1)).float().mean()) if len(new.weights) else 0.0
+    return new, {"step": step, **new.summary(), "changed": round(changed, 4), "seconds": round(time.perf_counter() - tic, 1)}
 
 
 def dev_tolerance(accuracy: float, n: int) -> float:

@@ -12,7 +12,10 @@ from runtimes.texts import iter_records
 def sample_texts(path: str | Path, n: int, seed: int = 0, text_col: str = "text") -> list[str]:
     """Up to `n` texts drawn uniformly from the file (reservoir sampling: one pass, n in memory).
 
-    Malformed lines are skipped; a file with no usable text is a one-line error."""
+    Returned in random order: quantization holds out the first half to check agreement, and
+    a short file kept in file order (sorted by class, say) would hold out other texts than
+    it calibrates on. Malformed lines are skipped; a file with no usable text is a one-line
+    error."""
     if n < 1:
         raise NanonetError(f"--samples: must be >= 1, got {n}")
     rng = random.Random(seed)
@@ -30,4 +33,5 @@ def sample_texts(path: str | Path, n: int, seed: int = 0, text_col: str = "text"
                 reservoir[j] = rec.text
     if not reservoir:
         raise NanonetError(f"{path}: no calibration text in it (empty, or no '{text_col}' values)")
+    rng.shuffle(reservoir)
     return reservoir

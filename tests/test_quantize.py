@@ -99,7 +99,8 @@ def test_each_method_runs_and_stays_close(setup, tmp_path, kwargs):
 
 
 def test_tensorrt_target_is_symmetric_int8_qdq(setup, tmp_path):
-    quantize_bundle(setup["fp32"], tmp_path / "q", setup["train"], method="static", target="tensorrt", samples=60, say=lambda m: None)
+    quantize_bundle(setup["fp32"], tmp_path / "q", setup["train"], method="static", target="tensorrt", samples=60, say=lambda m: None,
+                    min_agreement=0.9)  # a tiny random model: the format is under test here, not the guard
     graph = onnx.load(str(tmp_path / "q" / "model.onnx")).graph
     inits = {i.name: i for i in graph.initializer}
     q_nodes = [n for n in graph.node if n.op_type == "QuantizeLinear"]
@@ -140,14 +141,15 @@ def test_census_catches_a_graph_left_in_float(setup):
 
 
 def test_mixed_precision_keeps_sensitive_layers_in_float(setup, tmp_path):
-    manifest = quantize_bundle(setup["fp32"], tmp_path / "q", setup["train"], method="static", samples=100, min_agreement=1.0,
+    # all-int8 static agrees on about three quarters of the held-out texts of this tiny
+    # random model: the guard must keep layers in float until 95% is reached
+    manifest = quantize_bundle(setup["fp32"], tmp_path / "q", setup["train"], method="static", samples=100, min_agreement=0.95,
                                say=lambda m: None)  # fmt: skip
     q = manifest["quantization"]
     assert len(q["sensitivity"]) == 3 * 4 + 1  # every weight matmul was scored (3 layers x 4, head)
-    if q["agreement_held_out"] < 1.0 or q["kept_float"]:
-        assert manifest["precision"] == "mixed" and q["kept_float"]
-        kept_layers = {k.split(".")[2] for k in q["kept_float"] if k.startswith("encoder.layers.")}
-        assert all(manifest["layers"][i]["precision"] in ("mixed", "fp32") for i in kept_layers)
+    assert q["agreement_held_out"] >= 0.95 and q["kept_float"] and manifest["precision"] == "mixed"
+    kept_layers = {k.split(".")[2] for k in q["kept_float"] if k.startswith("encoder.layers.")}
+    assert all(manifest["layers"][i]["precision"] in ("mixed", "fp32") for i in kept_layers)
 
 
 def test_default_with_calibration_is_dynamic_with_an_agreement_check(setup, tmp_path):

@@ -54,4 +54,7 @@ def test_sampling_is_seeded_and_bounded(tmp_path):
     f.write_text("".join(f"text {i}\n" for i in range(100)))
     a, b, c = sample_texts(f, 10, seed=1), sample_texts(f, 10, seed=1), sample_texts(f, 10, seed=2)
     assert a == b and a != c and len(a) == 10 and len(set(a)) == 10
-    assert len(sample_texts(f, 500)) == 100
+    everything = sample_texts(f, 500)
+    assert sorted(everything) == sorted(f"text {i}" for i in range(100))
+    # shuffled: the held-out half of a short, sorted file is not its first half
+    assert everything[:50] != [f"text {i}" for i in range(50)]

@@ -21,7 +21,11 @@ bundle, rows:
   refuses to load; the row uses the preset's operator list without Attention
 
 Columns: test accuracy, agreement with fp32 (test texts), documents per second at batch 32
-through the runtime (2 threads), model.onnx size.
+through the runtime (2 threads), model.onnx size. Speed is timed after all bundles of a set
+are built, in rounds: each round runs every bundle once over the same 512 test texts
+(order reversed every other round), so fp32 and each variant are timed minutes apart at
+most and under the same machine load; the table gives each bundle's median documents per
+second and the median of its per-round ratios to fp32.
 
     python bench/quantization.py --student ag_news=RUN_AG/student --student yahoo_answers=RUN_YA/student
 
@@ -31,6 +35,7 @@ Prints a table, writes bench/results/quantization.json and bench/results/quantiz
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import subprocess
@@ -80,20 +85,38 @@ def optimum_bundle(fp32: Path, out: Path, python: str, isa: str) -> None:
 
 
 def measure(bundle: Path, texts: list[str], gold: np.ndarray | None, ref: np.ndarray | None, threads: int) -> dict:
+    """Accuracy and agreement with fp32 (`ref`) on all test texts, at batch 32."""
     import runtimes
 
     clf = runtimes.load(bundle, threads=threads)
-    clf.predict_proba(texts[:32])
-    t0 = time.perf_counter()
     probs = clf.predict_proba(texts, 32)
-    speed = len(texts) / (time.perf_counter() - t0)
     pred = probs.argmax(-1)
     return {
         "accuracy": None if gold is None else float(np.mean(pred == gold)),
         "agreement": None if ref is None else float(np.mean(pred == ref.argmax(-1))),
-        "docs_per_second": speed, "model_mb": clf.bundle.manifest.files["model.onnx"]["bytes"] / 1e6,
+        "model_mb": clf.bundle.manifest.files["model.onnx"]["bytes"] / 1e6,
         "precision": clf.bundle.manifest.precision, "probs": probs,
     }  # fmt: skip
+
+
+def time_rounds(bundles: dict[str, Path], texts: list[str], threads: int, rounds: int) -> dict[str, dict]:
+    """Documents per second at batch 32 of every bundle over the same texts, interleaved:
+    each round runs each bundle once (the order reversed every other round). Per bundle:
+    the median speed and the median of its per-round ratios to the first bundle (fp32)."""
+    import runtimes
+
+    clfs = {label: runtimes.load(path, threads=threads) for label, path in bundles.items()}
+    for clf in clfs.values():
+        clf.predict_proba(texts[:32], 32)  # warm-up: session and thread-pool start
+    speeds: dict[str, list[float]] = {label: [] for label in clfs}
+    for r in range(rounds):
+        for label in list(clfs)[:: 1 if r % 2 == 0 else -1]:
+            t0 = time.perf_counter()
+            clfs[label].predict_proba(texts, 32)
+            speeds[label].append(len(texts) / (time.perf_counter() - t0))
+    base = speeds[next(iter(clfs))]
+    return {label: {"docs_per_second": float(np.median(s)), "speed_vs_fp32": float(np.median(np.divide(s, base))), "rounds": len(s)}
+            for label, s in speeds.items()}  # fmt: skip
 
 
 def main() -> None:
@@ -102,6 +125,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=2000, help="test texts per set")
+    ap.add_argument("--time-texts", type=int, default=512, help="test texts per timing round")
+    ap.add_argument("--rounds", type=int, default=5, help="timing rounds (each runs every bundle once)")
     ap.add_argument("--only", default=None, help="comma-separated variants to run (default: all)")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--optimum-python", default=str(ROOT / ".venv-optimum" / "bin" / "python"))
@@ -127,6 +152,7 @@ def main() -> None:
             # calibration text the student never trained on where the set has some (dev): the
             # agreement check is optimistic on its own training pool (measured on yahoo_answers)
             calib = next(p for p in (args.data / name / "dev.jsonl", args.data / name / "train.jsonl") if p.is_file())
+            weights_digest = hashlib.sha256((Path(ckpt) / "model.safetensors").read_bytes()).hexdigest()
             with console.status(f"{name}: export"):
                 export_bundle(ckpt, work / name / "fp32")
             labels = json.loads((work / name / "fp32" / "manifest.json").read_text())["labels"]
@@ -160,7 +186,7 @@ def main() -> None:
             if Path(args.optimum_python).is_file():
                 with console.status(f"{name}: optimum {isa}"):
                     optimum_bundle(work / name / "fp32", work / name / f"optimum {isa}", args.optimum_python, isa)
-            ref = None
+            ref, built = None, {}
             for label in ["fp32", *variants, f"optimum {isa}"]:
                 path = work / name / label
                 if not path.is_dir():
@@ -171,19 +197,27 @@ def main() -> None:
                     ref = r["probs"]
                     r["agreement"] = 1.0
                 q = json.loads((path / "manifest.json").read_text()).get("quantization", {})
-                rows.append({"set": name, "variant": label, "student": str(Path(ckpt).resolve()), "n": len(texts), "kept_float": q.get("kept_float"),
+                built[label] = path
+                rows.append({"set": name, "variant": label, "student": str(Path(ckpt).resolve()), "student_sha256": weights_digest, "n": len(texts), "kept_float": q.get("kept_float"),
                              "quantize_seconds": q_seconds.get(label), **{k: v for k, v in r.items() if k != "probs"}})  # fmt: skip
-                console.print(f"{name} {label}: acc {rows[-1]['accuracy']:.4f} agree {rows[-1]['agreement']:.4f} "
-                              f"{rows[-1]['docs_per_second']:.1f} docs/s {rows[-1]['model_mb']:.1f} MB")  # fmt: skip
+                console.print(f"{name} {label}: acc {rows[-1]['accuracy']:.4f} agree {rows[-1]['agreement']:.4f} {rows[-1]['model_mb']:.1f} MB")
+            with console.status(f"{name}: timing {len(built)} bundles, {args.rounds} rounds of {args.time_texts} texts"):
+                timing = time_rounds(built, texts[: args.time_texts], args.threads, args.rounds)
+            for row in rows:
+                if row["set"] == name and row["variant"] in timing:
+                    row.update(timing[row["variant"]], time_texts=min(args.time_texts, len(texts)))
+                    console.print(f"{name} {row['variant']}: {row['docs_per_second']:.1f} docs/s, {row['speed_vs_fp32']:.2f}x fp32")
     if (RESULTS / "quantization.json").is_file():
         # a run replaces its own rows and keeps the rest: other sets, and (with --only) the
-        # other variants of the same student
+        # other variants of the same student; rows timed before interleaved rounds are dropped
         ran = {(r["set"], r["variant"]) for r in rows}
         kept = [r for r in json.loads((RESULTS / "quantization.json").read_text())["rows"]
-                if (r["set"], r["variant"]) not in ran and (r["variant"] in known or r["variant"].startswith("optimum"))]
-        students = {r["set"]: r.get("student") for r in rows}
-        # rows of another student of the same set would not compare: only the same student's stay
-        rows = [r for r in kept if r["set"] not in students or r.get("student") == students[r["set"]]] + rows
+                if (r["set"], r["variant"]) not in ran and (r["variant"] in known or r["variant"].startswith("optimum"))
+                and "speed_vs_fp32" in r]  # fmt: skip
+        students = {r["set"]: r["student_sha256"] for r in rows}
+        # rows of another student of the same set would not compare: only the same student's
+        # (the same weights, wherever the checkpoint lies now) stay
+        rows = [r for r in kept if r["set"] not in students or r.get("student_sha256") == students[r["set"]]] + rows
     fp32 = {r["set"]: r for r in rows if r["variant"] == "fp32"}
     table = Table(title=f"int8 variants, {args.threads} threads, batch 32, CPU {isa}", title_justify="left")
     lines = ["| set | variant | accuracy (%) | vs fp32 (points) | agreement (%) | docs/s | speed vs fp32 | model MB | size vs fp32 |",
@@ -193,7 +227,7 @@ def main() -> None:
     for r in rows:
         f = fp32[r["set"]]
         cells = [r["set"], r["variant"], f"{100 * r['accuracy']:.2f}", f"{100 * (r['accuracy'] - f['accuracy']):+.2f}",
-                 f"{100 * r['agreement']:.2f}", f"{r['docs_per_second']:.1f}", f"{r['docs_per_second'] / f['docs_per_second']:.2f}x",
+                 f"{100 * r['agreement']:.2f}", f"{r['docs_per_second']:.1f}", f"{r['speed_vs_fp32']:.2f}x",
                  f"{r['model_mb']:.1f}", f"{r['model_mb'] / f['model_mb']:.2f}"]  # fmt: skip
         table.add_row(*cells)
         lines.append("| " + " | ".join(cells) + " |")

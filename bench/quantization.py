@@ -122,7 +122,7 @@ def time_rounds(bundles: dict[str, Path], texts: list[str], threads: int, rounds
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--student", action="append", required=True, help="SET=CHECKPOINT (repeat per set)")
-    ap.add_argument("--samples", type=int, default=512)
+    ap.add_argument("--samples", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=2000, help="test texts per set")
     ap.add_argument("--time-texts", type=int, default=512, help="test texts per timing round")

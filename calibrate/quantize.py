@@ -114,7 +114,7 @@ def _probs(path: Path, feeds: _Feeds, names: list[str], threads: int | None) -> 
 
 
 def quantize_bundle(bundle: str | Path, out: str | Path, calib: str | Path | None = None, method: str | None = None,
-                    calibrator: str = "minmax", samples: int = 512, seed: int = 0, target: str = "cpu",
+                    calibrator: str = "minmax", samples: int = 1024, seed: int = 0, target: str = "cpu",
                     min_agreement: float = 0.99, text_col: str = "text", threads: int | None = None,
                     say: Callable[[str], None] = print, smooth: float = 0.0, outliers: str = "auto",
                     outlier_ratio: float = 6.0) -> dict:  # fmt: skip

@@ -367,7 +367,7 @@ def quantize(
     calib: Optional[str] = typer.Option(None, "--calib", help="Unlabeled calibration text: JSONL, CSV, TSV or text."),
     method: Optional[str] = typer.Option(None, "--method", help="dynamic (default) | static (needs --calib)."),
     calibrator: str = typer.Option("minmax", "--calibrator", help="minmax | percentile | entropy (static)."),
-    samples: int = typer.Option(512, "--samples", help="Calibration texts sampled from --calib (half held out to check agreement)."),
+    samples: int = typer.Option(1024, "--samples", help="Calibration texts sampled from --calib (half held out to check agreement)."),
     seed: int = typer.Option(0, "--seed", help="Seeds the calibration sample."),
     target: str = typer.Option("cpu", "--target", help="cpu | tensorrt (explicit symmetric int8 Q/DQ)."),
     min_agreement: float = typer.Option(0.99, "--min-agreement", help="Keep the most sensitive layers in float until fp32 agreement reaches this."),

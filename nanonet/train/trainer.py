@@ -1,9 +1,11 @@
 """`train(args)`: the NanoNet method, top to bottom.
 
 1. data: N labels per class, the rest unlabeled; tokenize once; token-budget batches
-2. cohort: teacher + head; K students from layer selections of the teacher, new heads
+2. cohort: teacher + head; K students from layer selections of the teacher, new heads;
+   labels propagated over the unlabeled pool (rerun at --graph-refreshes points)
 3. trainable parameters: bias terms + heads (or bias+norm, or all)
-4. steps: teacher CE; then per student CE + distillation + mutual learning on its view
+4. steps: teacher CE + propagated labels; then per student CE + distillation + propagated
+   labels + mutual learning on its view
 5. every M steps: dev evaluation, each member keeps its latest state within the dev set's
    noise of its best, resume state saved
 6. end: best states restored, test evaluation, best student -> RUN/student, report.json

@@ -60,7 +60,9 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=None, help="keep each run's directory under KEEP/SET-seedS-ROW (default: a temporary one)")
     args = ap.parse_args()
 
-    results = [] if args.fresh or not OUT.is_file() else json.loads(OUT.read_text())["runs"]
+    if args.fresh:
+        _write([])
+    results = json.loads(OUT.read_text())["runs"] if OUT.is_file() else []
     done = {(r["set"], r["row"], r["seed"]) for r in results}
     wanted = [w.strip().lower() for w in args.rows.split(",")] if args.rows else []
     sets, seeds = args.sets.split(","), list(map(int, args.seeds.split(",")))
@@ -81,12 +83,20 @@ def main() -> None:
                     if "kd_weight" in overrides:
                         settings["steps"] = args.supervised_steps
                     report = train(TrainArgs(**settings), progress=False)
-                results = [r for r in results if (r["set"], r["row"], r["seed"]) != (name, row, seed)]
-                results.append({"set": name, "row": row, "seed": seed, **pick(row, report), "settings": report["settings"]})
-                print(f"{name} seed {seed} {row}: test {100 * results[-1]['test_accuracy']:.1f}% in {results[-1]['seconds']:.0f}s", flush=True)
-                _write(results)
-    _write(results)
+                run = {"set": name, "row": row, "seed": seed, **pick(row, report), "settings": report["settings"]}
+                print(f"{name} seed {seed} {row}: test {100 * run['test_accuracy']:.1f}% in {run['seconds']:.0f}s", flush=True)
+                results = _record(run)
     print(markdown(results))
+
+
+def _record(run: dict) -> list[dict]:
+    """Merge one finished run into the results file as it is now, so that benchmark processes
+    filling different seeds or sets at the same time keep each other's rows."""
+    key = (run["set"], run["row"], run["seed"])
+    results = json.loads(OUT.read_text())["runs"] if OUT.is_file() else []
+    results = [r for r in results if (r["set"], r["row"], r["seed"]) != key] + [run]
+    _write(results)
+    return results
 
 
 def _write(results: list[dict]) -> None:

@@ -17,6 +17,11 @@
   2. mixed precision: each quantized matrix multiplication is scored by how far
      quantizing it alone moves the probabilities, and the most sensitive are kept in
      float, one more at a time, until the agreement is reached.
+- 7-bit weights (`weight_bits=7`, dynamic): int8 weights limited to [-64, 64]. On x86 CPUs
+  without VNNI, ONNX Runtime's fast uint8 x int8 kernels overflow with full-range weights
+  (pairs of products summed in 16 bits: 2 * 255 * 127 > 32767, 2 * 255 * 64 is not),
+  so the runtime has it switch them to slower exact kernels (runtimes.backends.ort_options);
+  7-bit weights never overflow and keep the fast kernels, for one bit of weight precision.
 - target tensorrt: explicit symmetric int8 Q/DQ (activations and per-channel weights),
   the form TensorRT consumes; checked here through ONNX Runtime.
 
@@ -40,6 +45,7 @@ from calibrate.data import sample_texts
 from calibrate.graph import MASK_VALUE, census, check_quantized, finite_mask, quantize_embedding_table
 from calibrate.outliers import split_outliers
 from calibrate.smooth import activation_ranges, smooth_matmuls
+from runtimes.backends import ort_options
 from runtimes.bundle import Manifest, read_bundle, write_bundle
 from runtimes.classifier import Classifier, softmax
 from runtimes.errors import NanonetError
@@ -48,6 +54,7 @@ METHODS = ("dynamic", "static")
 CALIBRATORS = ("minmax", "percentile", "entropy")
 TARGETS = ("cpu", "tensorrt")
 OUTLIER_MODES = ("auto", "always", "off")
+WEIGHT_BITS = (8, 7)
 OP_TYPES = ["MatMul", "Gemm"]
 
 
@@ -106,10 +113,7 @@ def _reader(feeds: _Feeds, names: list[str]):
 def _probs(path: Path, feeds: _Feeds, names: list[str], threads: int | None) -> np.ndarray:
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    s = ort.InferenceSession(str(path), ort_options(threads), providers=["CPUExecutionProvider"])
     return softmax(np.concatenate([s.run(["logits"], {n: b[n] for n in names})[0] for b in feeds.batches]))
 
 
@@ -117,7 +121,7 @@ def quantize_bundle(bundle: str | Path, out: str | Path, calib: str | Path | Non
                     calibrator: str = "minmax", samples: int = 1024, seed: int = 0, target: str = "cpu",
                     min_agreement: float = 0.99, text_col: str = "text", threads: int | None = None,
                     say: Callable[[str], None] = print, smooth: float = 0.0, outliers: str = "auto",
-                    outlier_ratio: float = 6.0) -> dict:  # fmt: skip
+                    outlier_ratio: float = 6.0, weight_bits: int = 8) -> dict:  # fmt: skip
     """Quantize `bundle` into `out`; returns the new manifest (with a `quantization` record)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
@@ -134,6 +138,10 @@ def quantize_bundle(bundle: str | Path, out: str | Path, calib: str | Path | Non
         raise NanonetError(f"--outliers: must be one of {', '.join(OUTLIER_MODES)}, got '{outliers}'")
     if outlier_ratio <= 1:
         raise NanonetError(f"outlier_ratio: must be > 1 (times the median channel's range), got {outlier_ratio}")
+    if weight_bits not in WEIGHT_BITS:
+        raise NanonetError(f"--weight-bits: must be 8 or 7, got {weight_bits}")
+    if weight_bits == 7 and method == "static":
+        raise NanonetError("--weight-bits 7: for dynamic quantization (static graphs keep 8-bit weights)")
     if not 0 < min_agreement <= 1:
         raise NanonetError(f"--min-agreement: must be in (0, 1], got {min_agreement}")
     src = read_bundle(bundle)
@@ -208,6 +216,7 @@ def quantize_bundle(bundle: str | Path, out: str | Path, calib: str | Path | Non
         def run(path: Path, exclude: list[str], only: list[str] | None = None) -> None:
             if method == "dynamic":
                 quantize_dynamic(fp32, path, op_types_to_quantize=OP_TYPES, per_channel=True, weight_type=QuantType.QInt8,
+                                 reduce_range=weight_bits == 7,
                                  nodes_to_exclude=exclude + always_float, nodes_to_quantize=only,
                                  extra_options={"MatMulConstBOnly": True})  # fmt: skip
             else:
@@ -275,7 +284,7 @@ def quantize_bundle(bundle: str | Path, out: str | Path, calib: str | Path | Non
         manifest.quantization = {
             "method": method, "calibrator": calibrator if method == "static" else None, "target": target,
             "activations": None if method == "dynamic" else ("int8 symmetric" if target == "tensorrt" else "uint8"),
-            "weights": "int8 per-channel symmetric", "calibration": {"file": str(calib) if calib else None, "samples": len(texts) - held,
+            "weights": "int8 per-channel symmetric" + (", 7-bit range" if weight_bits == 7 else ""), "weight_bits": weight_bits, "calibration": {"file": str(calib) if calib else None, "samples": len(texts) - held,
                                                                      "held_out": held, "seed": seed},
             "smoothing": smoothing, "outliers": split, "mask_value": MASK_VALUE if fixed_values else None, "embedding": embedding, "kept_float": [matmuls[n] for n in kept],
             "agreement_held_out": agreement, "min_agreement": min_agreement, "sensitivity": {matmuls[k]: v for k, v in (sensitivity or {}).items()},

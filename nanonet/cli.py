@@ -373,6 +373,7 @@ def quantize(
     min_agreement: float = typer.Option(0.99, "--min-agreement", help="Keep the most sensitive layers in float until fp32 agreement reaches this."),
     outliers: str = typer.Option("auto", "--outliers", help="auto | always | off: with --calib (dynamic), input channels whose range exceeds 6x the median channel's multiply in float; auto: when agreement falls short."),
     smooth: float = typer.Option(0.0, "--smooth", help="SmoothQuant alpha with --calib, e.g. 0.75 (default 0: off): activation range moved into the weights."),
+    weight_bits: int = typer.Option(8, "--weight-bits", help="8 | 7 (dynamic): 7-bit weights keep the fast integer kernels on x86 CPUs without VNNI."),
     text_col: str = typer.Option("text", "--text-col"),
     threads: Optional[int] = typer.Option(None, "--threads"),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest's quantization record as JSON."),
@@ -386,7 +387,7 @@ def quantize(
     say = (lambda msg: None) if as_json else (lambda msg: err.print(escape(msg), highlight=False))
     with err.status("quantizing"):
         manifest = quantize_bundle(bundle, out, calib, method, calibrator, samples, seed, target, min_agreement, text_col, threads, say,
-                                   smooth, outliers)  # fmt: skip
+                                   smooth, outliers, weight_bits=weight_bits)  # fmt: skip
     q = manifest["quantization"]
     if as_json:
         out_console.print_json(json.dumps(q))

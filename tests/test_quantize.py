@@ -329,3 +329,53 @@ def test_outlier_split_always_is_recorded_and_keeps_answers(setup, tmp_path):
     texts = _texts(setup["test"])
     ref, got = _probs(setup["fp32"], texts), _probs(tmp_path / "q", texts)  # ... and the bundle answers as fp32 does
     assert np.abs(ref - got).mean() < 0.05 and (ref.argmax(-1) == got.argmax(-1)).mean() >= 0.85
+
+
+def test_runtime_integer_products_are_exact_on_every_x86_cpu():
+    """uint8 x int8 products summed in pairs reach 2 * 255 * 127, past int16: on x86 CPUs
+    without VNNI ONNX Runtime's fast kernels saturate there unless the runtime's options
+    switch them to exact ones (on VNNI and ARM CPUs the product is exact either way)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from runtimes.backends import ort_options
+
+    rng = np.random.default_rng(0)
+    w = rng.choice(np.array([127, -128, 100, -100], np.int8), size=(64, 16))
+    graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "w"], ["y"])], "products",
+                              [helper.make_tensor_value_info("a", TensorProto.UINT8, ["M", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT32, ["M", 16])], [numpy_helper.from_array(w, "w")])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    a = rng.integers(200, 256, size=(8, 64), dtype=np.uint8)
+    session = ort.InferenceSession(model.SerializeToString(), ort_options(1), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run(None, {"a": a})[0], a.astype(np.int64) @ w.astype(np.int64))
+
+
+def _int8_weights(bundle: Path) -> list[np.ndarray]:
+    from onnx import numpy_helper
+
+    model = onnx.load(str(bundle / "model.onnx"))
+    return [numpy_helper.to_array(i) for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 2]
+
+
+def test_seven_bit_weights_stay_in_the_range_that_never_overflows(setup, tmp_path):
+    full = quantize_bundle(setup["fp32"], tmp_path / "q8", say=lambda m: None)
+    seven = quantize_bundle(setup["fp32"], tmp_path / "q7", say=lambda m: None, weight_bits=7)
+    w8, w7 = _int8_weights(tmp_path / "q8"), _int8_weights(tmp_path / "q7")
+    assert w8 and len(w7) == len(w8)
+    assert max(int(np.abs(w).max()) for w in w8) > 64  # 8-bit weights use the full range
+    assert all(np.abs(w.astype(int)).max() <= 64 for w in w7)  # 2 * 255 * 64 fits in int16
+    assert (full["quantization"]["weight_bits"], seven["quantization"]["weight_bits"]) == (8, 7)
+    texts = _texts(setup["test"])
+    ref, got = _probs(setup["fp32"], texts), _probs(tmp_path / "q7", texts)
+    assert np.abs(ref - got).mean() < 0.05 and (ref.argmax(-1) == got.argmax(-1)).mean() >= 0.85
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(weight_bits=4), "--weight-bits: must be 8 or 7"),
+    (dict(weight_bits=7, method="static"), "--weight-bits 7: for dynamic quantization"),
+])  # fmt: skip
+def test_bad_weight_bits_are_one_line_errors(setup, tmp_path, kwargs, message):
+    with pytest.raises(NanonetError, match=message):
+        quantize_bundle(setup["fp32"], tmp_path / "q", setup["train"], say=lambda m: None, **kwargs)
+    assert not (tmp_path / "q").exists()

@@ -58,6 +58,8 @@ def main() -> None:
     ap.add_argument("--redo", action="store_true", help="run the selected sets, seeds and rows again, replacing their results")
     ap.add_argument("--rows", default=None, help="only these rows, by a word of their name (teacher, student, nanonet), comma-separated")
     ap.add_argument("--keep", type=Path, default=None, help="keep each run's directory under KEEP/SET-seedS-ROW (default: a temporary one)")
+    ap.add_argument("--resume", action="store_true", help="with --keep: continue a stopped run from its last saved state "
+                    "(its time so far is carried over) instead of starting it again")  # fmt: skip
     args = ap.parse_args()
 
     if args.fresh:
@@ -76,10 +78,11 @@ def main() -> None:
                     continue
                 with tempfile.TemporaryDirectory() as tmp:
                     out = args.keep / f"{name}-seed{seed}-row{i}" if args.keep else tmp
-                    if args.keep and out.exists():
+                    resume = args.resume and args.keep is not None and (out / "state").is_dir()
+                    if args.keep and out.exists() and not resume:
                         shutil.rmtree(out)  # this benchmark's own earlier run of the row
                     settings = dict(data=str(args.data / name), out=str(out), labels_per_class=args.labels_per_class, seed=seed,
-                                    threads=args.threads, **overrides)  # fmt: skip
+                                    threads=args.threads, resume=resume, **overrides)  # fmt: skip
                     if "kd_weight" in overrides:
                         settings["steps"] = args.supervised_steps
                     report = train(TrainArgs(**settings), progress=False)

@@ -15,6 +15,8 @@ bundle, rows:
 - default (--calib): `nanonet quantize --calib FILE` as it ships: dynamic; when
   agreement on the held-out half of the calibration texts is below 99%, the outlier
   split, then float layers until it is reached
+- dynamic / default with 7-bit weights (`--weight-bits 7`): weights limited to [-64, 64],
+  for x86 CPUs without VNNI (see calibrate/quantize.py)
 - optimum preset: optimum's ORTQuantizer with the dynamic AutoQuantizationConfig preset for
   this CPU (avx512_vnni or avx2) on the same ONNX file (run in .venv-optimum: make bench-env).
   As shipped, the preset also quantizes the Attention op and writes a graph ONNX Runtime
@@ -29,7 +31,9 @@ second and the median of its per-round ratios to fp32.
 
     python bench/quantization.py --student ag_news=RUN_AG/student --student yahoo_answers=RUN_YA/student
 
-Prints a table, writes bench/results/quantization.json and bench/results/quantization.md.
+Prints a table, writes bench/results/quantization.json and bench/results/quantization.md
+(`--results FILE.json` for another machine type: int8 speed and, without VNNI, int8
+numerics depend on the CPU).
 """
 
 from __future__ import annotations
@@ -129,6 +133,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="timing rounds (each runs every bundle once)")
     ap.add_argument("--only", default=None, help="comma-separated variants to run (default: all)")
     ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--results", type=Path, default=RESULTS / "quantization.json",
+                    help="the JSON to write (a .md table beside it); one file per machine type: rows keep only their own")
     ap.add_argument("--optimum-python", default=str(ROOT / ".venv-optimum" / "bin" / "python"))
     args = ap.parse_args()
 
@@ -165,6 +171,8 @@ def main() -> None:
                 "dynamic + smoothing (--calib --smooth 0.75; guard off)": dict(calib=calib, min_agreement=1e-9, smooth=0.75),
                 "dynamic + outlier split (--calib --outliers always; guard off)": dict(calib=calib, min_agreement=1e-9, outliers="always"),
                 DEFAULT: dict(calib=calib),
+                "dynamic 7-bit weights (--weight-bits 7)": dict(calib=None, method="dynamic", weight_bits=7),
+                "default 7-bit weights (--calib --weight-bits 7)": dict(calib=calib, weight_bits=7),
             }
             known = {"fp32", *variants}  # rows of variants since renamed or dropped are not kept
             if args.only:
@@ -207,11 +215,11 @@ def main() -> None:
                 if row["set"] == name and row["variant"] in timing:
                     row.update(timing[row["variant"]], time_texts=min(args.time_texts, len(texts)))
                     console.print(f"{name} {row['variant']}: {row['docs_per_second']:.1f} docs/s, {row['speed_vs_fp32']:.2f}x fp32")
-    if (RESULTS / "quantization.json").is_file():
+    if args.results.is_file():
         # a run replaces its own rows and keeps the rest: other sets, and (with --only) the
         # other variants of the same student; rows timed before interleaved rounds are dropped
         ran = {(r["set"], r["variant"]) for r in rows}
-        kept = [r for r in json.loads((RESULTS / "quantization.json").read_text())["rows"]
+        kept = [r for r in json.loads(args.results.read_text())["rows"]
                 if (r["set"], r["variant"]) not in ran and (r["variant"] in known or r["variant"].startswith("optimum"))
                 and "speed_vs_fp32" in r]  # fmt: skip
         students = {r["set"]: r["student_sha256"] for r in rows}
@@ -232,9 +240,9 @@ def main() -> None:
         table.add_row(*cells)
         lines.append("| " + " | ".join(cells) + " |")
     console.print(table)
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write_text(RESULTS / "quantization.json", json.dumps({"isa": isa, "threads": args.threads, "rows": rows}, indent=2) + "\n")
-    atomic_write_text(RESULTS / "quantization.md", "\n".join(lines) + "\n")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.results, json.dumps({"isa": isa, "threads": args.threads, "rows": rows}, indent=2) + "\n")
+    atomic_write_text(args.results.with_suffix(".md"), "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

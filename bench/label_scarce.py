@@ -64,7 +64,7 @@ def main() -> None:
 
     if args.fresh:
         _write([])
-    results = json.loads(OUT.read_text())["runs"] if OUT.is_file() else []
+    results = _runs()
     done = {(r["set"], r["row"], r["seed"]) for r in results}
     wanted = [w.strip().lower() for w in args.rows.split(",")] if args.rows else []
     sets, seeds = args.sets.split(","), list(map(int, args.seeds.split(",")))
@@ -96,10 +96,13 @@ def _record(run: dict) -> list[dict]:
     """Merge one finished run into the results file as it is now, so that benchmark processes
     filling different seeds or sets at the same time keep each other's rows."""
     key = (run["set"], run["row"], run["seed"])
-    results = json.loads(OUT.read_text())["runs"] if OUT.is_file() else []
-    results = [r for r in results if (r["set"], r["row"], r["seed"]) != key] + [run]
+    results = [r for r in _runs() if (r["set"], r["row"], r["seed"]) != key] + [run]
     _write(results)
     return results
+
+
+def _runs() -> list[dict]:
+    return json.loads(OUT.read_text())["runs"] if OUT.is_file() else []
 
 
 def _write(results: list[dict]) -> None:

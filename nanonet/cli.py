@@ -190,6 +190,17 @@ def evaluate_command(
     out_console.print(table)
 
 
+PLUGIN_HELP = ("TensorRT attention plugin: aot (the Triton kernel compiled into the engine, which runs without Python: "
+               "trtexec, C++, nanonet's runtime) or jit (torch, for development).")  # fmt: skip
+
+
+def _check_engine_options(plugin: str, precision: str) -> None:
+    if plugin not in ("aot", "jit"):
+        raise NanonetError(f"--plugin: must be aot or jit, got '{plugin}'")
+    if precision not in ("fp16", "fp32"):
+        raise NanonetError(f"--precision: must be fp16 or fp32, got '{precision}'")
+
+
 @app.command("export")
 def export_command(
     checkpoint: str = typer.Argument(..., help="A nanonet checkpoint directory (e.g. RUN/student)."),
@@ -202,11 +213,14 @@ def export_command(
     max_tokens: int = typer.Option(16384, "--max-tokens", help="TensorRT profile: most tokens in a batch."),
     opt_tokens: int = typer.Option(4096, "--opt-tokens", help="TensorRT profile: tokens to tune for."),
     max_batch: int = typer.Option(128, "--max-batch", help="TensorRT profile: most sequences in a batch."),
+    plugin: str = typer.Option("aot", "--plugin", help=PLUGIN_HELP),
+    precision: str = typer.Option("fp16", "--precision", help="TensorRT engine precision: fp16 or fp32."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Export a checkpoint to a bundle: model.onnx verified against torch, tokenizer.json, manifest.json."""
     from nanonet.extras import require
 
+    _check_engine_options(plugin, precision)
     require("torch", "nanonet export")
     from export.bundle import export_bundle
     from export.onnx_export import DEFAULT_ROUTE
@@ -227,22 +241,24 @@ def export_command(
     files = ", ".join(f"{k} {v['bytes'] / 1e6:.1f} MB" for k, v in manifest["files"].items())
     out_console.print(f"route {manifest['export']['route']} (opset {manifest['export']['opset']}); labels {', '.join(map(escape, manifest['labels']))}; {files}")
     if trt:
-        _engine_or_instructions(out, max_tokens, opt_tokens, max_batch)
+        _engine_or_instructions(out, max_tokens, opt_tokens, max_batch, plugin, precision)
 
 
-def _engine_or_instructions(bundle: str, max_tokens: int, opt_tokens: int, max_batch: int) -> None:
+def _engine_or_instructions(bundle: str, max_tokens: int, opt_tokens: int, max_batch: int, plugin: str = "aot",
+                            precision: str = "fp16") -> None:  # fmt: skip
     """Build model.plan where TensorRT runs; elsewhere say what was written and how to build it, exit 2."""
     from export.tensorrt.engine import engine_command, unavailable
 
     why = unavailable()
     if why:
         err.print(f"wrote {escape(bundle)}/model.trt.onnx (packed graph, VarlenAttention plugin nodes, checked against torch); "
-                  f"no engine built here: {escape(why)}. On the target device run: {escape(engine_command(bundle))}", highlight=False,
-                  soft_wrap=True)  # fmt: skip
+                  f"no engine built here: {escape(why)}. On the target device run: {escape(engine_command(bundle, plugin, precision))}",
+                  highlight=False, soft_wrap=True)  # fmt: skip
         raise typer.Exit(2)
     from export.tensorrt.build import build_bundle_engine
 
-    result = build_bundle_engine(bundle, max_tokens, opt_tokens, max_batch, log=lambda m: err.print(escape(m), highlight=False))
+    result = build_bundle_engine(bundle, max_tokens, opt_tokens, max_batch, plugin=plugin, precision=precision,
+                                 log=lambda m: err.print(escape(m), highlight=False))  # fmt: skip
     out_console.print(f"engine: {escape(bundle)}/model.plan (TensorRT {result['tensorrt']}, {result['attention']})")
 
 
@@ -252,14 +268,17 @@ def engine(
     max_tokens: int = typer.Option(16384, "--max-tokens", help="Profile: most tokens in a batch."),
     opt_tokens: int = typer.Option(4096, "--opt-tokens", help="Profile: tokens to tune for."),
     max_batch: int = typer.Option(128, "--max-batch", help="Profile: most sequences in a batch."),
+    plugin: str = typer.Option("aot", "--plugin", help=PLUGIN_HELP),
+    precision: str = typer.Option("fp16", "--precision", help="TensorRT engine precision: fp16 or fp32."),
 ) -> None:
     """Build the TensorRT engine (model.plan) of a bundle, on the device that will run it."""
     from export.tensorrt.engine import unavailable
 
+    _check_engine_options(plugin, precision)
     why = unavailable()
     if why:
         raise NanonetError(f"nanonet engine: {why}")
-    _engine_or_instructions(bundle, max_tokens, opt_tokens, max_batch)
+    _engine_or_instructions(bundle, max_tokens, opt_tokens, max_batch, plugin, precision)
 
 
 def _parse_sizes(value: str) -> list[int]:

@@ -49,10 +49,18 @@ def pack(feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, int]:
 def unavailable(bundle: Bundle) -> str | None:
     if "model.plan" not in bundle.manifest.files:
         return "the bundle has no model.plan (build one on the device: nanonet engine BUNDLE)"
+    if engine_facts(bundle).get("plugin") == "jit":
+        return ("its model.plan was built with the JIT attention plugin, which runs in Python and torch inside the builder's "
+                "process; rebuild it with the AOT plugin for this runtime: nanonet engine BUNDLE")  # fmt: skip
     for module, pip in (("tensorrt", "tensorrt"), ("cuda", "cuda-python")):
         if importlib.util.find_spec(module) is None:
             return f"{module} is not installed (pip install {pip})"
     return None
+
+
+def engine_facts(bundle: Bundle) -> dict:
+    """What the engine builder recorded in the manifest (TensorRT version, plugin, profile)."""
+    return dict(bundle.manifest.export.get("tensorrt", {}).get("engine", {}))
 
 
 class TensorRTBackend:
@@ -65,11 +73,9 @@ class TensorRTBackend:
         import tensorrt as trt
         from cuda.bindings import runtime as cudart
 
-
-        # The plan's VarlenAttention layers need the plugin registered in this process;
-        # the ahead-of-time plugin library (no Python) is not written yet.
+        # an AOT plan carries its attention kernels: nothing to register in this process
         self.trt, self.cudart = trt, cudart
-        self.profile = dict(bundle.manifest.export.get("tensorrt", {}).get("engine", {}).get("profile", {}))
+        self.profile = dict(engine_facts(bundle).get("profile", {}))
         logger = trt.Logger(trt.Logger.WARNING)
         self.engine = trt.Runtime(logger).deserialize_cuda_engine(bundle.file("model.plan").read_bytes())
         if self.engine is None:

@@ -50,14 +50,24 @@ def _save(model, directory: Path) -> Path:
     return directory
 
 
-@pytest.fixture(scope="session")
-def tiny_bert_dir(tmp_path_factory) -> Path:
+def _tiny_bert(directory: Path, heads: int) -> Path:
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=6, num_attention_heads=4,
+    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=6, num_attention_heads=heads,
                      intermediate_size=64, max_position_embeddings=64, type_vocab_size=2)  # fmt: skip
-    return _save(BertModel(cfg).eval(), tmp_path_factory.mktemp("tiny-bert"))
+    return _save(BertModel(cfg).eval(), directory)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    return _tiny_bert(tmp_path_factory.mktemp("tiny-bert"), heads=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_h16_dir(tmp_path_factory) -> Path:
+    """Heads of 16: the smallest size the Triton attention kernel (tl.dot) takes."""
+    return _tiny_bert(tmp_path_factory.mktemp("tiny-bert-h16"), heads=2)
 
 
 @pytest.fixture(scope="session")

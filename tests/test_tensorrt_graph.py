@@ -76,6 +76,7 @@ def test_plugin_node_attributes_round_trip(bert_packed, tmp_path):
         assert (a["num_heads"], a["head_size"]) == (cfg.num_heads, cfg.head_size)
         assert a["scale"] == pytest.approx(cfg.head_size**-0.5)
         assert (a["plugin_namespace"], a["plugin_version"]) == (PLUGIN_NAMESPACE.encode(), PLUGIN_VERSION.encode())
+        assert a["aot"] == 1  # TensorRT's parser takes the plugin's ahead-of-time kernel
     graph = onnx.load(str(saved)).graph
     types = {i.name: i.type.tensor_type.elem_type for i in graph.input}
     assert types == {"input_ids": onnx.TensorProto.INT32, "cu_seqlens": onnx.TensorProto.INT32, "max_seqlen": onnx.TensorProto.INT32}
@@ -93,6 +94,31 @@ def test_reference_run_matches_torch(which, request):
         assert got.shape == (len(lengths), 3)
         assert np.abs(got - ref).max() <= 1e-4 and (got.argmax(-1) == ref.argmax(-1)).all()
     assert MODERNBERT_WINDOW < 24
+
+
+@pytest.mark.parametrize("which", ["bert_packed", "modernbert_packed"])
+def test_float16_graph_for_a_strongly_typed_engine(which, request, tmp_path):
+    from export.tensorrt.engine import network_graph
+
+    model, path, _ = request.getfixturevalue(which)
+    register_schema()
+    g16 = onnx.load_from_string(network_graph(path, "jit", "fp16"))  # the graph TensorRT parses for an fp16 engine
+    onnx.checker.check_model(g16)
+    F, H = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    assert {i.data_type for i in g16.graph.initializer} - {onnx.TensorProto.INT64, onnx.TensorProto.INT32} == {H}
+    casts = [(n.name, n.attribute[0].i) for n in g16.graph.node if n.op_type == "Cast" and n.attribute[0].i in (F, H)]
+    assert [c for c in casts if c[1] == F] == [("logits_to_float32", F)]  # float32 only where logits leave
+    assert all(a.i != 0 for n in g16.graph.node if n.op_type == "LayerNormalization" for a in n.attribute if a.name == "stash_type")
+    assert [o.type.tensor_type.elem_type for o in g16.graph.output] == [F]
+    session = packed_session(model=g16, float16=True)  # attention on the float32 reference between casts
+    for lengths in ([3, 30, 1, 17, 9], [24, 2, 11]):
+        ids, cu, longest = example_inputs(lengths, model.config.vocab_size, seed=len(lengths))
+        got = session.run(["logits"], {"input_ids": ids.numpy(), "cu_seqlens": cu.numpy(), "max_seqlen": longest.numpy()})[0]
+        with torch.no_grad():
+            ref = model(pack_sequences([ids[a:b].long() for a, b in zip(cu[:-1].tolist(), cu[1:].tolist())])).numpy()
+        # float16 keeps about 3 significant digits: the bound scales with the logits (up to ~6 here)
+        assert got.dtype == np.float32 and np.abs(got - ref).max() <= 5e-3 * np.abs(ref).max()
+        assert (got.argmax(-1) == ref.argmax(-1)).all()
 
 
 @pytest.mark.parametrize("cu, tokens, message", [
@@ -138,18 +164,24 @@ def test_export_trt_without_tensorrt_writes_the_graph_and_prints_the_engine_comm
 
 
 @pytest.mark.tensorrt
-def test_engine_builds_and_matches_torch(tiny_bert_dir, tmp_path):
+@pytest.mark.parametrize("plugin", ["aot", "jit"])
+def test_engine_builds_and_matches_torch(plugin, tiny_bert_h16_dir, tmp_path):
     pytest.importorskip("tensorrt")
     pytest.importorskip("cuda")
     import runtimes
     from export.bundle import export_bundle
     from export.tensorrt.build import build_bundle_engine
 
-    model = _model(tiny_bert_dir, [0, 1], global_every=2, local_window=6)
-    src = load_pretrained(str(tiny_bert_dir))
+    model = _model(tiny_bert_h16_dir, [0, 1], global_every=2, local_window=6)
+    src = load_pretrained(str(tiny_bert_h16_dir))
     save_checkpoint(tmp_path / "ckpt", model, ["a", "b", "c"], src.path)
     export_bundle(tmp_path / "ckpt", tmp_path / "b", max_length=48, trt=True)
-    build_bundle_engine(tmp_path / "b", max_tokens=512, opt_tokens=128, max_batch=16)
+    result = build_bundle_engine(tmp_path / "b", max_tokens=512, opt_tokens=128, max_batch=16, plugin=plugin)
+    if plugin == "jit":  # a development engine: it needs the Python plugin in the process that runs it
+        with pytest.raises(NanonetError, match="JIT attention plugin"):
+            runtimes.load(tmp_path / "b", backend="tensorrt")
+        return
+    assert sorted(k["window"] for k in result["kernels"]) == [-1, 3]  # one AOT kernel per layer kind
     texts = ["w1 w2 w3", "w10 " * 30, "w5"]
     trt_probs = runtimes.load(tmp_path / "b", backend="tensorrt").predict_proba(texts)
     ort_probs = runtimes.load(tmp_path / "b", backend="onnxruntime").predict_proba(texts)

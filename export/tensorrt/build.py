@@ -8,10 +8,12 @@ from export.tensorrt.engine import EngineSpec, build_engine
 from runtimes.bundle import Manifest, read_bundle, write_bundle
 
 
-def build_bundle_engine(bundle: str | Path, max_tokens: int, opt_tokens: int, max_batch: int, log=print) -> dict:
+def build_bundle_engine(bundle: str | Path, max_tokens: int, opt_tokens: int, max_batch: int, plugin: str = "aot",
+                        precision: str = "fp16", log=print) -> dict:  # fmt: skip
     src = read_bundle(bundle)
     onnx_path = src.file("model.trt.onnx")
-    spec = EngineSpec(max_tokens=max_tokens, opt_tokens=opt_tokens, max_batch=max_batch, max_seqlen=src.manifest.max_length)
+    spec = EngineSpec(max_tokens=max_tokens, opt_tokens=opt_tokens, max_batch=max_batch, max_seqlen=src.manifest.max_length,
+                      precision=precision, plugin=plugin)  # fmt: skip
     plan = Path(bundle) / ".model.plan.build"
     cache = Path(bundle).parent / f".{Path(bundle).name}.timing-cache"  # kept beside the bundle across builds
     result = build_engine(onnx_path, plan, spec, cache, log)

@@ -9,10 +9,16 @@ that builds the engine on the device.
 from __future__ import annotations
 
 import importlib.util
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from runtimes.errors import NanonetError
+
+
+PLUGIN_CHOICES = ("aot", "jit")
+PRECISIONS = ("fp16", "fp32")
+AOT_HEAD_SIZES = (16, 32, 64, 128)  # triton_varlen.HEAD_SIZES, without importing Triton here
 
 
 @dataclass
@@ -21,7 +27,8 @@ class EngineSpec:
     opt_tokens: int = 4096  # T the kernels are tuned for
     max_batch: int = 128  # B at most
     max_seqlen: int = 512  # S at most (also bounded by the bundle's max length)
-    precision: str = "fp16"  # fp16 | int8 (from an explicit Q/DQ model)
+    precision: str = "fp16"  # fp16 | fp32 (int8 from an explicit Q/DQ model: not yet)
+    plugin: str = "aot"  # aot: the Triton kernel inside the engine (runs without Python) | jit: torch, for development
 
 
 def unavailable() -> str | None:
@@ -37,8 +44,8 @@ def unavailable() -> str | None:
     return None
 
 
-def engine_command(bundle: Path) -> str:
-    return f"nanonet engine {bundle}"
+def engine_command(bundle: Path, plugin: str = "aot", precision: str = "fp16") -> str:
+    return f"nanonet engine {bundle}" + (f" --plugin {plugin}" if plugin != "aot" else "") + (f" --precision {precision}" if precision != "fp16" else "")
 
 
 def build_engine(onnx_path: Path, plan_path: Path, spec: EngineSpec, timing_cache: Path, log=print) -> dict:
@@ -46,15 +53,23 @@ def build_engine(onnx_path: Path, plan_path: Path, spec: EngineSpec, timing_cach
     optimization profiles, build and serialize the engine, keep the timing cache."""
     import tensorrt as trt
 
-    from export.tensorrt.plugin import register_plugin
+    from export.tensorrt import plugin
 
-    attention = register_plugin(log)
+    if spec.plugin not in PLUGIN_CHOICES:
+        raise NanonetError(f"--plugin: must be one of {', '.join(PLUGIN_CHOICES)}, got '{spec.plugin}'")
+    if spec.precision not in PRECISIONS:
+        raise NanonetError(f"--precision: must be one of {', '.join(PRECISIONS)}, got '{spec.precision}'")
+    plugin.register_plugin()
+    kernels_before = len(plugin.COMPILED)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED") else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
+    # strongly typed: the graph's types are the engine's, so fp16 is an fp16 graph; the
+    # weakly typed networks of older TensorRT take the float32 graph and the FP16 flag
+    graph = network_graph(onnx_path, spec.plugin, spec.precision if flags else "fp32")
+    if not parser.parse(graph, str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise NanonetError(f"{onnx_path}: TensorRT's ONNX parser failed: {errors}")
     config = builder.create_builder_config()
@@ -74,4 +89,42 @@ def build_engine(onnx_path: Path, plan_path: Path, spec: EngineSpec, timing_cach
     tmp.write_bytes(bytes(serialized))
     tmp.replace(plan_path)
     timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
-    return {"tensorrt": trt.__version__, "attention": attention, "profile": spec.__dict__, "strongly_typed": bool(flags)}
+    # TensorRT may ask for a kernel more than once (once per type and format it tries)
+    kernels = list({json.dumps(k, sort_keys=True): k for k in plugin.COMPILED[kernels_before:]}.values())
+    attention = f"plugin {plugin.PLUGIN_ID} ({'AOT Triton kernel' if spec.plugin == 'aot' else 'JIT, needs Python at run time'})"
+    log(f"TensorRT {trt.__version__}: attention through {attention}"
+        + "".join(f"\n  kernel {k['kernel']} {k['dtype']} window {k['window']}: {k['target']}, PTX {k['ptx_isa']}, "
+                  f"{k['num_warps']} warps, {k['shared_mem']} B shared" for k in kernels))  # fmt: skip
+    return {"tensorrt": trt.__version__, "attention": attention, "plugin": spec.plugin, "precision": spec.precision, "kernels": kernels,
+            "profile": spec.__dict__, "strongly_typed": bool(flags)}  # fmt: skip
+
+
+def network_graph(onnx_path: Path, plugin: str, precision: str) -> bytes:
+    """model.trt.onnx as TensorRT's parser gets it: each VarlenAttention node's `aot`
+    attribute set for `plugin` (the parser takes a plugin's ahead-of-time implementation
+    only when the node asks for it), converted to float16 for an fp16 engine."""
+    import onnx
+
+    from export.tensorrt.precision import to_float16
+
+    model = onnx.load(str(onnx_path))
+    set_plugin_choice(model, plugin, onnx_path)
+    return (to_float16(model) if precision == "fp16" else model).SerializeToString()
+
+
+def set_plugin_choice(model, choice: str, where: Path) -> None:
+    """Set `aot` on every VarlenAttention node of `model` (in place); AOT needs a head size
+    the Triton kernel takes."""
+    from onnx import helper
+
+    from export.tensorrt.varlen_op import OP_TYPE
+
+    for node in model.graph.node:
+        if node.op_type == OP_TYPE:
+            head_size = next(helper.get_attribute_value(a) for a in node.attribute if a.name == "head_size")
+            if choice == "aot" and head_size not in AOT_HEAD_SIZES:
+                raise NanonetError(f"{where}: heads of {head_size} have no AOT attention kernel (supported: "
+                                   f"{', '.join(map(str, AOT_HEAD_SIZES))}); build with --plugin jit")  # fmt: skip
+            kept = [a for a in node.attribute if a.name != "aot"]
+            del node.attribute[:]
+            node.attribute.extend(kept + [helper.make_attribute("aot", int(choice == "aot"))])

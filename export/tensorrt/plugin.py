@@ -1,17 +1,21 @@
 """The VarlenAttention TensorRT plugin (IPluginV3 through TensorRT's Python plugin API,
-`tensorrt.plugin`, TensorRT >= 10.7).
+`tensorrt.plugin`, TensorRT >= 10.8 for the ahead-of-time implementation).
 
 Registered as "nanonet::VarlenAttention" (namespace "nanonet", version "1"): the ONNX
 parser maps each VarlenAttention node of model.trt.onnx to it through the node's
 `plugin_namespace` / `plugin_version` attributes; `num_heads`, `head_size`, `scale` and
-`window` become plugin fields.
+`window` become plugin fields, and the node's `aot` attribute picks the implementation:
 
-Implementation here: the JIT (development) path, which runs the attention with torch on
-TensorRT's CUDA stream, one sequence at a time, honouring the window. The ahead-of-time
-Triton kernel (engines that run without Python) is not written yet.
+- AOT (the default): the Triton kernel compiled to PTX at build time
+  (export/tensorrt/aot.py) and launched by TensorRT itself, so the engine runs without
+  Python: trtexec, the C++ runtime, nanonet's runtime.
+- JIT (development): the attention in torch on TensorRT's stream, one sequence at a
+  time; the engine then needs this module registered in the process that runs it.
 
 Written to the documented API; it needs TensorRT and a GPU, which this project's CI does
-not have, so it has not run here.
+not have. What runs without them is tested: the AOT kernel's numerics in Triton's
+interpreter with the arguments and grid TensorRT uses, and its PTX, compiled for sm_80,
+sm_87 and sm_90 and assembled by ptxas (tests/test_tensorrt_aot.py).
 """
 
 from __future__ import annotations
@@ -20,44 +24,74 @@ from export.tensorrt.varlen_op import OP_TYPE, PLUGIN_NAMESPACE
 
 PLUGIN_ID = f"{PLUGIN_NAMESPACE}::{OP_TYPE}"
 _REGISTERED = False
+COMPILED: list[dict] = []  # a summary of each AOT kernel compiled in this process, for the build log
 
 
-def register_plugin(log=print) -> str:
-    """Register the plugin with TensorRT (once per process); returns which attention the
-    engine will use, for the build log."""
+def register_plugin() -> None:
+    """Register the plugin's description and both implementations (once per process)."""
     global _REGISTERED
+    if _REGISTERED:
+        return
     import tensorrt as trt
     import tensorrt.plugin as trtp
 
-    if not _REGISTERED:
+    from export.tensorrt.aot import compile_varlen_attention, launch_grid
 
-        @trtp.register(PLUGIN_ID)
-        def _desc(qkv: trtp.TensorDesc, cu_seqlens: trtp.TensorDesc, max_seqlen: trtp.TensorDesc, num_heads: int, head_size: int,
-                  scale: float, window: int) -> trtp.TensorDesc:  # fmt: skip
-            return trtp.from_shape_expr((qkv.shape_expr[0], num_heads * head_size), dtype=qkv.dtype)
+    dtypes = {trt.float32: "float32", trt.float16: "float16", trt.bfloat16: "bfloat16"}
 
-        @trtp.impl(PLUGIN_ID)
-        def _impl(qkv: trtp.Tensor, cu_seqlens: trtp.Tensor, max_seqlen: trtp.Tensor, num_heads: int, head_size: int, scale: float,
-                  window: int, outputs: tuple[trtp.Tensor], stream: int) -> None:  # fmt: skip
-            import torch
-            import torch.nn.functional as F
+    @trtp.register(PLUGIN_ID)
+    def _desc(qkv: trtp.TensorDesc, cu_seqlens: trtp.TensorDesc, max_seqlen: trtp.TensorDesc, num_heads: int, head_size: int,
+              scale: float, window: int) -> trtp.TensorDesc:  # fmt: skip
+        return trtp.from_shape_expr((qkv.shape_expr[0], num_heads * head_size), dtype=qkv.dtype)
 
-            x = torch.as_tensor(qkv, device="cuda")
-            cu = torch.as_tensor(cu_seqlens, device="cuda").tolist()
-            out = torch.as_tensor(outputs[0], device="cuda")
-            T = x.shape[0]
-            q, k, v = x.view(T, 3, num_heads, head_size).unbind(1)
-            with torch.cuda.stream(torch.cuda.ExternalStream(stream)):
-                for s, e in zip(cu[:-1], cu[1:]):
-                    mask = None
-                    if window >= 0:
-                        pos = torch.arange(e - s, device=x.device)
-                        mask = (pos[:, None] - pos[None, :]).abs() <= window
-                    y = F.scaled_dot_product_attention(*(t[s:e].transpose(0, 1) for t in (q, k, v)), attn_mask=mask, scale=scale)
-                    out[s:e].copy_(y.transpose(0, 1).reshape(e - s, -1))
+    @trtp.autotune(PLUGIN_ID)
+    def _types(qkv: trtp.TensorDesc, cu_seqlens: trtp.TensorDesc, max_seqlen: trtp.TensorDesc, outputs: tuple[trtp.TensorDesc]):
+        return [trtp.AutoTuneCombination("FP32|FP16|BF16, INT32, INT32, FP32|FP16|BF16")]  # output type = qkv type
 
-        _REGISTERED = True
-    major = int(trt.__version__.split(".")[0])
-    choice = f"plugin {PLUGIN_ID} (JIT)"
-    log(f"TensorRT {trt.__version__}: attention through {choice}" + ("; the native attention layer of TensorRT >= 11 is not used yet" if major >= 11 else ""))
-    return choice
+    @trtp.aot_impl(PLUGIN_ID)
+    def _aot(qkv: trtp.TensorDesc, cu_seqlens: trtp.TensorDesc, max_seqlen: trtp.TensorDesc, num_heads: int, head_size: int,
+             scale: float, window: int, outputs: tuple[trtp.TensorDesc], tactic: int):  # fmt: skip
+        kernel = compile_varlen_attention(dtypes[qkv.dtype], num_heads, head_size, scale, window, ptx_version=driver_ptx_version())
+        grid = launch_grid(max_seqlen.shape_expr[0], cu_seqlens.shape_expr[0] - 1, num_heads, kernel.block_m, cdiv=trtp.cdiv)
+        launch = trtp.KernelLaunchParams()
+        launch.grid_x, launch.grid_y, launch.grid_z = grid
+        launch.block_x = kernel.num_warps * 32
+        launch.shared_mem = kernel.shared_mem
+        COMPILED.append({**kernel.summary(), "dtype": dtypes[qkv.dtype], "window": window})
+        return kernel.name.encode(), kernel.ptx.encode(), launch, trtp.SymIntExprs(0)  # no scalar arguments
+
+    @trtp.impl(PLUGIN_ID)
+    def _jit(qkv: trtp.Tensor, cu_seqlens: trtp.Tensor, max_seqlen: trtp.Tensor, num_heads: int, head_size: int, scale: float,
+             window: int, outputs: tuple[trtp.Tensor], stream: int) -> None:  # fmt: skip
+        import torch
+        import torch.nn.functional as F
+
+        x = torch.as_tensor(qkv, device="cuda")
+        cu = torch.as_tensor(cu_seqlens, device="cuda").tolist()
+        out = torch.as_tensor(outputs[0], device="cuda")
+        T = x.shape[0]
+        q, k, v = x.view(T, 3, num_heads, head_size).unbind(1)
+        with torch.cuda.stream(torch.cuda.ExternalStream(stream)):
+            for s, e in zip(cu[:-1], cu[1:]):
+                mask = None
+                if window >= 0:
+                    pos = torch.arange(e - s, device=x.device)
+                    mask = (pos[:, None] - pos[None, :]).abs() <= window
+                y = F.scaled_dot_product_attention(*(t[s:e].transpose(0, 1) for t in (q, k, v)), attn_mask=mask, scale=scale)
+                out[s:e].copy_(y.transpose(0, 1).reshape(e - s, -1))
+
+    _REGISTERED = True
+
+
+def driver_ptx_version() -> int | None:
+    """The highest PTX ISA this machine's CUDA driver loads (88 for 8.8), so that an AOT
+    kernel is not emitted for a newer toolkit than the driver knows; None if unknown."""
+    try:
+        from cuda.bindings import driver
+        from triton.backends.nvidia.compiler import ptx_get_version
+
+        driver.cuInit(0)
+        err, version = driver.cuDriverGetVersion()  # e.g. 12080 for CUDA 12.8
+        return int(ptx_get_version(f"{version // 1000}.{version % 1000 // 10}")) if int(err) == 0 else None
+    except Exception:  # noqa: BLE001 - cuda-python or Triton internals missing: let Triton choose
+        return None

@@ -21,8 +21,9 @@ HEAD_SIZES = (16, 32, 64, 128)
 
 
 @triton.jit
-def _varlen_attention_fwd(QKV, CU, OUT, scale, window, stride_tok, stride_out, HIDDEN: tl.constexpr, HEAD: tl.constexpr,
-                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, WINDOWED: tl.constexpr, IEEE: tl.constexpr):  # fmt: skip
+def _attend(QKV, CU, OUT, scale, window, stride_tok, stride_out, HIDDEN: tl.constexpr, HEAD: tl.constexpr, BLOCK_M: tl.constexpr,
+            BLOCK_N: tl.constexpr, WINDOWED: tl.constexpr, IEEE: tl.constexpr):  # fmt: skip
+    """The work of one program: BLOCK_M queries of one sequence and one head."""
     pid_m, b, h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     start = tl.load(CU + b)
     L = tl.load(CU + b + 1) - start
@@ -68,6 +69,24 @@ def _varlen_attention_fwd(QKV, CU, OUT, scale, window, stride_tok, stride_out, H
             m_i = m_new
         acc = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]  # real queries see at least themselves; rows past L are not stored
         tl.store(OUT + row * stride_out + h * HEAD + offs_d[None, :], acc.to(OUT.dtype.element_ty), mask=(offs_m < L)[:, None])
+
+
+@triton.jit
+def _varlen_attention_fwd(QKV, CU, OUT, scale, window, stride_tok, stride_out, HIDDEN: tl.constexpr, HEAD: tl.constexpr,
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, WINDOWED: tl.constexpr, IEEE: tl.constexpr):  # fmt: skip
+    """Launched from Python (torch tensors, the JIT plugin): scale, window and strides are arguments."""
+    _attend(QKV, CU, OUT, scale, window, stride_tok, stride_out, HIDDEN, HEAD, BLOCK_M, BLOCK_N, WINDOWED, IEEE)
+
+
+@triton.jit
+def varlen_attention_aot(QKV, CU, MAX_SEQLEN, OUT, SCALE: tl.constexpr, WINDOW: tl.constexpr, HIDDEN: tl.constexpr, HEAD: tl.constexpr,
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, WINDOWED: tl.constexpr, IEEE: tl.constexpr):  # fmt: skip
+    """Launched by TensorRT from an engine (the AOT plugin): its pointers come in the plugin's
+    order, inputs (qkv, cu_seqlens, max_seqlen) then the output, with no scalar arguments,
+    because an AOT plugin's attributes are not stored in the engine: scale and window are
+    compiled in, and the buffers are contiguous ([T, 3H] in, [T, H] out). MAX_SEQLEN is read
+    only through its shape, in the launch grid."""
+    _attend(QKV, CU, OUT, SCALE, WINDOW, 3 * HIDDEN, HIDDEN, HIDDEN, HEAD, BLOCK_M, BLOCK_N, WINDOWED, IEEE)
 
 
 def varlen_attention(qkv: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int, num_heads: int, head_size: int, scale: float,

@@ -5,11 +5,12 @@ In the packed TensorRT graph every attention is one node
     VarlenAttention(qkv [T, 3*H] float, cu_seqlens [B+1] int32, max_seqlen [S] (shape only))
         -> [T, H]
     attributes: num_heads, head_size, scale, window (half-window; -1 = global),
-                plugin_namespace, plugin_version
+                plugin_namespace, plugin_version, aot (1: the ahead-of-time kernel)
 
 in the domain TRT_DOMAIN. TensorRT's ONNX parser has no importer for the op type, so it
 looks up a plugin creator by op type, `plugin_version` and `plugin_namespace`: the
-plugin in export/tensorrt/plugin.py. Here:
+plugin in export/tensorrt/plugin.py; `aot` = 1 makes it take the plugin's ahead-of-time
+kernel (engines that run without Python), 0 its Python implementation. Here:
 
 - a torch custom op (`torch.ops.nanonet.varlen_attention`) with the per-sequence
   reference implementation, and its translation to the ONNX node for the exporter;
@@ -66,7 +67,7 @@ def onnx_translation():
     def varlen_attention_onnx(qkv, cu_seqlens, max_seqlen, num_heads: int, head_size: int, scale: float, window: int):
         return plugins.VarlenAttention(
             qkv, cu_seqlens, max_seqlen, num_heads=num_heads, head_size=head_size, scale=scale, window=window,
-            plugin_namespace=PLUGIN_NAMESPACE, plugin_version=PLUGIN_VERSION,
+            plugin_namespace=PLUGIN_NAMESPACE, plugin_version=PLUGIN_VERSION, aot=1,
         )  # fmt: skip
 
     return {torch.ops.nanonet.varlen_attention.default: varlen_attention_onnx}
@@ -93,7 +94,9 @@ def register_schema() -> None:
                     OpSchema.Attribute("scale", A.FLOAT, "softmax scale"),
                     OpSchema.Attribute("window", A.INT, "half-window of a local layer; -1 for global"),
                     OpSchema.Attribute("plugin_namespace", A.STRING, "TensorRT plugin namespace"),
-                    OpSchema.Attribute("plugin_version", A.STRING, "TensorRT plugin version")],
+                    OpSchema.Attribute("plugin_version", A.STRING, "TensorRT plugin version"),
+                    OpSchema.Attribute("aot", A.INT, "1: TensorRT's parser uses the plugin's ahead-of-time kernel, 0: its Python one",
+                                       required=False)],
     )  # fmt: skip
     onnx.defs.register_schema(schema)
 
@@ -112,7 +115,7 @@ def register_ort_reference() -> str:
                  outputs=[PyCustomOpDef.dt_float],
                  attrs={"num_heads": PyCustomOpDef.dt_int64, "head_size": PyCustomOpDef.dt_int64, "scale": PyCustomOpDef.dt_float,
                         "window": PyCustomOpDef.dt_int64, "plugin_namespace": PyCustomOpDef.dt_string,
-                        "plugin_version": PyCustomOpDef.dt_string})  # fmt: skip
+                        "plugin_version": PyCustomOpDef.dt_string, "aot": PyCustomOpDef.dt_int64})  # fmt: skip
         def _varlen(qkv, cu_seqlens, max_seqlen, **attrs):
             return reference(qkv, cu_seqlens, int(attrs["num_heads"]), int(attrs["head_size"]), float(attrs["scale"]), int(attrs["window"]))
 
@@ -120,16 +123,27 @@ def register_ort_reference() -> str:
     return get_library_path()
 
 
-def for_onnxruntime(model):
-    """A copy of a packed model whose plugin nodes run on the ONNX Runtime reference op."""
+def for_onnxruntime(model, float16: bool = False):
+    """A copy of a packed model whose plugin nodes run on the ONNX Runtime reference op
+    (float32: with `float16`, each one between Casts from and back to float16)."""
     import copy
 
-    from onnx import helper
+    from onnx import TensorProto, helper
 
     m = copy.deepcopy(model)
+    nodes = []
     for node in m.graph.node:
         if node.op_type == OP_TYPE and node.domain == TRT_DOMAIN:
             node.domain = ORT_DOMAIN
+            if float16:
+                qkv, out = node.input[0], node.output[0]
+                node.input[0], node.output[0] = f"{qkv}_float32", f"{out}_float32"
+                nodes.append(helper.make_node("Cast", [qkv], [node.input[0]], to=TensorProto.FLOAT))
+                nodes.extend([node, helper.make_node("Cast", [node.output[0]], [out], to=TensorProto.FLOAT16)])
+                continue
+        nodes.append(node)
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
     imports = [o for o in m.opset_import if o.domain != TRT_DOMAIN]
     del m.opset_import[:]
     m.opset_import.extend(imports + [helper.make_opsetid(ORT_DOMAIN, 1)])

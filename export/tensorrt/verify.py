@@ -18,15 +18,17 @@ from nanonet.model.encoder import NanoClassifier
 from nanonet.model.packing import pack_sequences
 
 
-def packed_session(path: Path):
-    """An ONNX Runtime session running a packed graph, plugin nodes on the reference op."""
+def packed_session(path: Path | None = None, model=None, float16: bool = False):
+    """An ONNX Runtime session running a packed graph (a file, or an onnx.ModelProto),
+    plugin nodes on the reference op."""
     import onnx
     import onnxruntime as ort
 
     require("onnxruntime_extensions", "running model.trt.onnx without TensorRT")
     opts = ort.SessionOptions()
     opts.register_custom_ops_library(register_ort_reference())
-    return ort.InferenceSession(for_onnxruntime(onnx.load(str(path))).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    graph = for_onnxruntime(model if model is not None else onnx.load(str(path)), float16)
+    return ort.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 def verify_packed(model: NanoClassifier, path: Path, max_length: int) -> list[dict]:

@@ -23,7 +23,10 @@
   so the runtime has it switch them to slower exact kernels (runtimes.backends.ort_options);
   7-bit weights never overflow and keep the fast kernels, for one bit of weight precision.
 - target tensorrt: explicit symmetric int8 Q/DQ (activations and per-channel weights),
-  the form TensorRT consumes; checked here through ONNX Runtime.
+  the form TensorRT consumes; checked here through ONNX Runtime. A bundle exported with
+  --trt gets its packed graph (model.trt.onnx) quantized the same way from the same
+  texts (calibrate/packed.py): that is the graph `nanonet engine` builds an int8 engine
+  from.
 
 The attention mask's fill value is made finite before calibration (see graph.py), and the
 operator census of the optimized graph must show quantized matrix multiplications.
@@ -115,6 +118,23 @@ def _probs(path: Path, feeds: _Feeds, names: list[str], threads: int | None) -> 
 
     s = ort.InferenceSession(str(path), ort_options(threads), providers=["CPUExecutionProvider"])
     return softmax(np.concatenate([s.run(["logits"], {n: b[n] for n in names})[0] for b in feeds.batches]))
+
+
+def _quantize_packed_graph(src, clf: Classifier, texts: list[str], held: int, work: Path, threads: int | None,
+                           say: Callable[[str], None]) -> dict | None:  # fmt: skip
+    """The TensorRT graph of the bundle (model.trt.onnx) with int8 Q/DQ, from the same
+    calibration texts (calibrate/packed.py); None when the bundle has none."""
+    from calibrate.packed import packed_batches, quantize_packed
+
+    if "model.trt.onnx" not in src.manifest.files:
+        say("the bundle has no model.trt.onnx (export it with --trt): only model.onnx was quantized")
+        return None
+    calib = packed_batches(clf.tokenizer, texts[held:] or texts)
+    check = packed_batches(clf.tokenizer, texts[:held]) if held else []
+    record = quantize_packed(src.file("model.trt.onnx"), work / "model.trt.onnx", calib, check, work, threads)
+    agreement = f", agreement with fp32 {record['agreement']:.3f} on {record['texts']} held-out texts" if check else ""
+    say(f"model.trt.onnx: {record['quantized_matmuls']} matrix multiplications int8 (explicit Q/DQ, min-max ranges){agreement}")
+    return record
 
 
 def quantize_bundle(bundle: str | Path, out: str | Path, calib: str | Path | None = None, method: str | None = None,
@@ -290,7 +310,12 @@ def quantize_bundle(bundle: str | Path, out: str | Path, calib: str | Path | Non
             "agreement_held_out": agreement, "min_agreement": min_agreement, "sensitivity": {matmuls[k]: v for k, v in (sensitivity or {}).items()},
             "census": summary, "source_bundle": {"path": str(Path(bundle).resolve()), "model_sha256": src.manifest.files["model.onnx"]["sha256"]},
         }  # fmt: skip
-        write_bundle(out, manifest, {"model.onnx": int8, "tokenizer.json": src.file("tokenizer.json")})
+        files = {"model.onnx": int8, "tokenizer.json": src.file("tokenizer.json")}
+        if target == "tensorrt":
+            manifest.quantization["tensorrt_graph"] = _quantize_packed_graph(src, clf, texts, held, work, threads, say)
+            if manifest.quantization["tensorrt_graph"]:
+                files["model.trt.onnx"] = work / "model.trt.onnx"
+        write_bundle(out, manifest, files)
     finally:
         logging.getLogger().setLevel(root_level)
         shutil.rmtree(work, ignore_errors=True)

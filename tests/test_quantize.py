@@ -110,6 +110,59 @@ def test_tensorrt_target_is_symmetric_int8_qdq(setup, tmp_path):
         assert zp.dtype == np.int8 and not zp.any()
 
 
+def test_tensorrt_target_quantizes_the_packed_graph_too(setup, tmp_path):
+    """A bundle exported with --trt: its model.trt.onnx gets symmetric int8 Q/DQ on every
+    weight product, keeps its plugin nodes, and stays close to the float bundle."""
+    pytest.importorskip("onnxruntime_extensions")
+    from export.tensorrt.varlen_op import OP_TYPE, register_schema
+    from export.tensorrt.verify import packed_session
+    from runtimes.classifier import softmax
+    from runtimes.tensorrt import pack
+
+    export_bundle(setup["root"] / "ckpt", tmp_path / "fp32", max_length=48, trt=True)
+    notes = []
+    manifest = quantize_bundle(tmp_path / "fp32", tmp_path / "q", setup["train"], method="static", target="tensorrt", samples=60,
+                               say=notes.append, min_agreement=0.9)  # fmt: skip
+    assert set(manifest["files"]) == {"model.onnx", "model.trt.onnx", "tokenizer.json"}
+    register_schema()
+    fp32, q = onnx.load(str(tmp_path / "fp32" / "model.trt.onnx")), onnx.load(str(tmp_path / "q" / "model.trt.onnx"))
+    onnx.checker.check_model(q, full_check=True)
+    assert [n.attribute for n in q.graph.node if n.op_type == OP_TYPE] == [n.attribute for n in fp32.graph.node if n.op_type == OP_TYPE]
+    weights = {i.name for i in fp32.graph.initializer}
+    products = sum(1 for n in fp32.graph.node if n.op_type in ("Gemm", "MatMul") and n.input[1] in weights)
+    producer = {o: n.op_type for n in q.graph.node for o in n.output}
+    int8 = [n for n in q.graph.node if n.op_type in ("Gemm", "MatMul") and producer.get(n.input[0]) == producer.get(n.input[1]) == "DequantizeLinear"]
+    assert len(int8) == products == manifest["quantization"]["tensorrt_graph"]["quantized_matmuls"] >= 10
+    assert any(f"model.trt.onnx: {products} matrix multiplications int8" in n for n in notes), notes
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in q.graph.initializer}
+    for n in q.graph.node:
+        if n.op_type == "QuantizeLinear":  # activations: one int8 scale per tensor, zero point 0 (symmetric)
+            assert inits[n.input[2]].dtype == np.int8 and not inits[n.input[2]].any() and inits[n.input[1]].size == 1
+    # the activation scales come from the calibration texts run packed: the first product's
+    # input (the embeddings' LayerNorm) reaches max |x| = 127 * its scale on them
+    from calibrate.data import sample_texts
+    from calibrate.packed import expand_attention, packed_batches
+
+    clf = runtimes.load(tmp_path / "fp32")
+    first = next(n for n in fp32.graph.node if n.op_type in ("Gemm", "MatMul") and n.input[1] in weights)
+    probe = expand_attention(fp32)
+    probe.graph.output.append(onnx.helper.make_tensor_value_info(first.input[0], onnx.TensorProto.FLOAT, None))
+    session = __import__("onnxruntime").InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    calib = sample_texts(setup["train"], 60, 0)[30:]  # the half that calibrates; the other half is held out
+    peak = max(float(np.abs(session.run([first.input[0]], b)[0]).max()) for b in packed_batches(clf.tokenizer, calib))
+    q_first = next(n for n in q.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == first.input[0])
+    assert float(inits[q_first.input[1]]) == pytest.approx(peak / 127, rel=1e-3)
+    # close to the float bundle; a tiny random model is far more fragile than a trained one
+    # (the padded graph's own Q/DQ lands about as far from fp32 on it)
+    texts = _texts(setup["test"])
+    ids, cu, longest = pack(clf.pad([e.ids for e in clf.tokenizer.encode_batch(texts)]))
+    got = softmax(packed_session(tmp_path / "q" / "model.trt.onnx").run(
+        ["logits"], {"input_ids": ids, "cu_seqlens": cu, "max_seqlen": np.zeros(longest, dtype=np.int32)})[0])  # fmt: skip
+    ref = _probs(tmp_path / "fp32", texts)
+    assert np.abs(got - ref).mean() < 0.1 and (got.argmax(-1) == ref.argmax(-1)).mean() >= 0.7
+    assert manifest["quantization"]["tensorrt_graph"]["agreement"] >= 0.6
+
+
 def test_int8_embedding_table_matches_the_float_one(setup, tmp_path):
     import onnxruntime as ort
 

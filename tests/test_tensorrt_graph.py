@@ -97,6 +97,30 @@ def test_reference_run_matches_torch(which, request):
 
 
 @pytest.mark.parametrize("which", ["bert_packed", "modernbert_packed"])
+def test_attention_expanded_to_standard_ops_runs_like_the_plugin(which, request):
+    """What the int8 calibration of the packed graph runs on (no custom op, no torch)."""
+    import onnxruntime as ort
+
+    from calibrate.packed import ATTENTION_OP, collapse_attention, expand_attention
+
+    model, path, _ = request.getfixturevalue(which)
+    assert ATTENTION_OP == OP_TYPE
+    graph = onnx.load(str(path))
+    expanded = expand_attention(graph)
+    assert not [n for n in expanded.graph.node if n.op_type == OP_TYPE]
+    plain = ort.InferenceSession(expanded.SerializeToString(), providers=["CPUExecutionProvider"])
+    plugin = packed_session(path)
+    for lengths in ([5], [3, 30, 1, 17, 9], [24, 2, 11]):  # windows of 6 and 8 tokens: far shorter
+        ids, cu, longest = example_inputs(lengths, model.config.vocab_size, seed=len(lengths))
+        feeds = {"input_ids": ids.numpy(), "cu_seqlens": cu.numpy(), "max_seqlen": longest.numpy()}
+        assert np.abs(plain.run(["logits"], feeds)[0] - plugin.run(["logits"], feeds)[0]).max() <= 1e-5
+    back = collapse_attention(expanded, graph)  # the plugin nodes return, everything else unchanged
+    assert [n.op_type for n in back.graph.node] == [n.op_type for n in graph.graph.node]
+    assert [n.attribute for n in back.graph.node if n.op_type == OP_TYPE] == [n.attribute for n in graph.graph.node if n.op_type == OP_TYPE]
+    assert {i.name for i in back.graph.initializer} == {i.name for i in graph.graph.initializer}
+
+
+@pytest.mark.parametrize("which", ["bert_packed", "modernbert_packed"])
 def test_float16_graph_for_a_strongly_typed_engine(which, request, tmp_path):
     from export.tensorrt.engine import network_graph
 
@@ -163,26 +187,53 @@ def test_export_trt_without_tensorrt_writes_the_graph_and_prints_the_engine_comm
     assert done.returncode == 1 and "TensorRT is not installed" in done.stderr and "Traceback" not in done.stderr
 
 
+def _trt_bundle(teacher_dir: Path, tmp_path: Path) -> Path:
+    """A two-layer student (one global, one local layer, heads of 16) exported with --trt."""
+    from export.bundle import export_bundle
+
+    model = _model(teacher_dir, [0, 1], global_every=2, local_window=6)
+    save_checkpoint(tmp_path / "ckpt", model, ["a", "b", "c"], load_pretrained(str(teacher_dir)).path)
+    export_bundle(tmp_path / "ckpt", tmp_path / "b", max_length=48, trt=True)
+    return tmp_path / "b"
+
+
+def _trt_vs_ort(bundle: Path) -> float:
+    import runtimes
+
+    texts = ["w1 w2 w3", "w10 " * 30, "w5"]
+    trt_probs = runtimes.load(bundle, backend="tensorrt").predict_proba(texts)
+    return float(np.abs(trt_probs - runtimes.load(bundle, backend="onnxruntime").predict_proba(texts)).max())
+
+
 @pytest.mark.tensorrt
 @pytest.mark.parametrize("plugin", ["aot", "jit"])
 def test_engine_builds_and_matches_torch(plugin, tiny_bert_h16_dir, tmp_path):
     pytest.importorskip("tensorrt")
     pytest.importorskip("cuda")
     import runtimes
-    from export.bundle import export_bundle
     from export.tensorrt.build import build_bundle_engine
 
-    model = _model(tiny_bert_h16_dir, [0, 1], global_every=2, local_window=6)
-    src = load_pretrained(str(tiny_bert_h16_dir))
-    save_checkpoint(tmp_path / "ckpt", model, ["a", "b", "c"], src.path)
-    export_bundle(tmp_path / "ckpt", tmp_path / "b", max_length=48, trt=True)
-    result = build_bundle_engine(tmp_path / "b", max_tokens=512, opt_tokens=128, max_batch=16, plugin=plugin)
+    bundle = _trt_bundle(tiny_bert_h16_dir, tmp_path)
+    result = build_bundle_engine(bundle, max_tokens=512, opt_tokens=128, max_batch=16, plugin=plugin)
     if plugin == "jit":  # a development engine: it needs the Python plugin in the process that runs it
         with pytest.raises(NanonetError, match="JIT attention plugin"):
-            runtimes.load(tmp_path / "b", backend="tensorrt")
+            runtimes.load(bundle, backend="tensorrt")
         return
     assert sorted(k["window"] for k in result["kernels"]) == [-1, 3]  # one AOT kernel per layer kind
-    texts = ["w1 w2 w3", "w10 " * 30, "w5"]
-    trt_probs = runtimes.load(tmp_path / "b", backend="tensorrt").predict_proba(texts)
-    ort_probs = runtimes.load(tmp_path / "b", backend="onnxruntime").predict_proba(texts)
-    assert np.abs(trt_probs - ort_probs).max() < 2e-2  # fp16 engine vs fp32 CPU graph
+    assert _trt_vs_ort(bundle) < 2e-2  # fp16 engine vs fp32 CPU graph
+
+
+@pytest.mark.tensorrt
+def test_int8_engine_from_a_tensorrt_qdq_bundle(tiny_bert_h16_dir, tmp_path):
+    pytest.importorskip("tensorrt")
+    pytest.importorskip("cuda")
+    from calibrate.quantize import quantize_bundle
+    from conftest import write_synthetic_data
+    from export.tensorrt.build import build_bundle_engine
+
+    bundle = _trt_bundle(tiny_bert_h16_dir, tmp_path)
+    data = write_synthetic_data(tmp_path / "data", {"train": 60})
+    quantize_bundle(bundle, tmp_path / "q", data / "train.jsonl", method="static", target="tensorrt", samples=60, say=lambda m: None,
+                    min_agreement=0.5)  # fmt: skip
+    assert build_bundle_engine(tmp_path / "q", max_tokens=512, opt_tokens=128, max_batch=16)["precision"] == "int8"
+    assert _trt_vs_ort(tmp_path / "q") < 0.1  # the same Q/DQ: TensorRT's int8 kernels vs ONNX Runtime's

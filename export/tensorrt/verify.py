@@ -24,8 +24,10 @@ def packed_session(path: Path | None = None, model=None, float16: bool = False):
     import onnx
     import onnxruntime as ort
 
+    from runtimes.backends import ort_options
+
     require("onnxruntime_extensions", "running model.trt.onnx without TensorRT")
-    opts = ort.SessionOptions()
+    opts = ort_options()  # exact integer products for a Q/DQ graph on any x86 CPU
     opts.register_custom_ops_library(register_ort_reference())
     graph = for_onnxruntime(model if model is not None else onnx.load(str(path)), float16)
     return ort.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])

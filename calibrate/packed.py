@@ -1,0 +1,193 @@
+"""The packed TensorRT graph (model.trt.onnx) in ONNX Runtime without the plugin.
+
+Each VarlenAttention node is expanded into standard ONNX operators: attention over all
+the batch's tokens at once, with a mask that lets a token see only its own sequence (and,
+on a local layer, only positions within the window). ONNX Runtime's quantizer can then
+calibrate the graph, and checks can run it, without TensorRT, custom ops or torch. The
+scores are [heads, T, T] for T tokens in a batch: for calibration-sized batches, not for
+serving. `collapse_attention` puts the plugin nodes back into a graph derived from the
+expanded one (the quantized graph), keeping everything else.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ATTENTION_OP = "VarlenAttention"  # export/tensorrt/varlen_op.OP_TYPE (that module needs torch)
+EXPANDED = "/varlen_expanded/"  # in the name of every node and constant an expansion adds
+MASKED = -1e9  # finite: no infinities reach the softmax or the calibrator
+
+
+def expand_attention(model):
+    """A copy of a packed graph with every VarlenAttention node replaced by standard ops."""
+    import copy
+
+    m = copy.deepcopy(model)
+    nodes = []
+    for i, node in enumerate(m.graph.node):
+        if node.op_type == ATTENTION_OP:
+            new_nodes, constants = _expand(node, f"{node.name or f'attention_{i}'}{EXPANDED}")
+            nodes.extend(new_nodes)
+            m.graph.initializer.extend(constants)
+        else:
+            nodes.append(node)
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    return m
+
+
+def collapse_attention(expanded, original):
+    """`expanded` (e.g. after quantization) with the expansions replaced by `original`'s
+    VarlenAttention nodes again, each where its expansion produced the attention output
+    (its earlier nodes may read only cu_seqlens, which is there from the start)."""
+    import copy
+
+    m = copy.deepcopy(expanded)
+    plugin_nodes = {node.output[0]: node for node in original.graph.node if node.op_type == ATTENTION_OP}
+    nodes, placed = [], 0
+    for node in m.graph.node:
+        if EXPANDED not in node.name:
+            nodes.append(node)
+        elif node.output[0] in plugin_nodes:
+            nodes.append(copy.deepcopy(plugin_nodes[node.output[0]]))
+            placed += 1
+    if placed != len(plugin_nodes):
+        raise ValueError(f"{len(plugin_nodes)} attention nodes in the original graph, {placed} expansions found")
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    kept = [i for i in m.graph.initializer if EXPANDED not in i.name]
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(kept)
+    domains = {o.domain for o in m.opset_import}
+    m.opset_import.extend(o for o in original.opset_import if o.domain not in domains)
+    return m
+
+
+def _expand(node, p: str):
+    """The standard-op nodes and constants computing one VarlenAttention node."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    nh, hs, scale, window = int(attrs["num_heads"]), int(attrs["head_size"]), float(attrs["scale"]), int(attrs["window"])
+    qkv, cu = node.input[0], node.input[1]
+    H = nh * hs
+
+    def const(name: str, value, dtype) -> str:
+        constants.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), p + name))
+        return p + name
+
+    def op(op_type: str, inputs: list[str], name: str, **kw) -> str:
+        nodes.append(helper.make_node(op_type, inputs, [p + name], name=p + name, **kw))
+        return p + name
+
+    nodes, constants = [], []
+    heads_shape = const("heads_shape", [-1, nh, hs], np.int64)
+    q, k, v = (op("Slice", [qkv, const(f"{n}_start", [j * H], np.int64), const(f"{n}_end", [(j + 1) * H], np.int64),
+                            const(f"{n}_axis", [1], np.int64)], n) for j, n in enumerate("qkv"))  # fmt: skip
+    q = op("Transpose", [op("Reshape", [q, heads_shape], "q_heads")], "q_t", perm=[1, 0, 2])  # (nh, T, hs)
+    k = op("Transpose", [op("Reshape", [k, heads_shape], "k_heads")], "k_t", perm=[1, 2, 0])  # (nh, hs, T)
+    v = op("Transpose", [op("Reshape", [v, heads_shape], "v_heads")], "v_t", perm=[1, 0, 2])  # (nh, T, hs)
+    scores = op("Mul", [op("MatMul", [q, k], "qk"), const("scale", scale, np.float32)], "scores")  # (nh, T, T)
+
+    # which sequence each token belongs to, and its position there, from cu_seqlens
+    zero, one = const("zero", 0, np.int64), const("one", 1, np.int64)
+    tokens = op("Squeeze", [op("Shape", [qkv], "shape", start=0, end=1)], "tokens")
+    t = op("Range", [zero, tokens, one], "t")  # (T,)
+    cu64 = op("Cast", [cu], "cu64", to=TensorProto.INT64)
+    ends = op("Slice", [cu64, const("one_1d", [1], np.int64), const("end_1d", [np.iinfo(np.int64).max], np.int64)], "ends")  # (B,)
+    axis0, axis1 = const("axis0", [0], np.int64), const("axis1", [1], np.int64)
+    past = op("Cast", [op("GreaterOrEqual", [op("Unsqueeze", [t, axis1], "t_col"), op("Unsqueeze", [ends, axis0], "ends_row")], "past")],
+              "past_int", to=TensorProto.INT64)  # fmt: skip
+    seq = op("ReduceSum", [past, axis1], "seq", keepdims=0)  # (T,)
+    allowed = op("Equal", [op("Unsqueeze", [seq, axis1], "seq_col"), op("Unsqueeze", [seq, axis0], "seq_row")], "same")  # (T, T)
+    if window >= 0:
+        pos = op("Sub", [t, op("Gather", [cu64, seq], "starts")], "pos")
+        dist = op("Abs", [op("Sub", [op("Unsqueeze", [pos, axis1], "pos_col"), op("Unsqueeze", [pos, axis0], "pos_row")], "offset")], "dist")
+        allowed = op("And", [allowed, op("LessOrEqual", [dist, const("window", window, np.int64)], "in_window")], "allowed")
+    bias = op("Where", [allowed, const("open", 0.0, np.float32), const("masked", MASKED, np.float32)], "bias")
+    probs = op("Softmax", [op("Add", [scores, bias], "masked_scores")], "probs", axis=-1)
+    out = op("Transpose", [op("MatMul", [probs, v], "context")], "context_t", perm=[1, 0, 2])  # (T, nh, hs)
+    nodes.append(helper.make_node("Reshape", [out, const("out_shape", [-1, H], np.int64)], [node.output[0]], name=p + "output"))
+    return nodes, constants
+
+
+def packed_batches(tokenizer, texts: list[str], max_tokens: int = 1024) -> list[dict[str, np.ndarray]]:
+    """The packed graph's feeds for `texts` (tokenized as the runtime does), in length order,
+    about `max_tokens` tokens a batch: input_ids [T], cu_seqlens [B+1], max_seqlen [S]."""
+    ids = [e.ids for e in tokenizer.encode_batch(texts)]
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    batches, group = [], []
+    for i in order:
+        if group and (len(group) + 1) * len(ids[i]) > max_tokens:  # length order: the newest is the longest
+            batches.append(_pack([ids[j] for j in group]))
+            group = []
+        group.append(i)
+    if group:
+        batches.append(_pack([ids[j] for j in group]))
+    return batches
+
+
+def _pack(seqs: list[list[int]]) -> dict[str, np.ndarray]:
+    cu = np.zeros(len(seqs) + 1, dtype=np.int32)
+    cu[1:] = np.cumsum([len(s) for s in seqs])
+    return {"input_ids": np.concatenate([np.asarray(s, dtype=np.int32) for s in seqs]), "cu_seqlens": cu,
+            "max_seqlen": np.zeros(max(len(s) for s in seqs), dtype=np.int32)}  # fmt: skip
+
+
+def quantize_packed(src, out, calib: list[dict], check: list[dict], work, threads: int | None = None) -> dict:
+    """model.trt.onnx -> explicit symmetric int8 Q/DQ on every matrix multiplication with a
+    weight (per-channel weights, per-tensor activations from `calib`), the form a strongly
+    typed TensorRT network builds int8 kernels from; the attention stays float in the
+    plugin. Returns its record: agreement with the float graph on `check`, Q/DQ census.
+
+    Activation ranges are min-max: ONNX Runtime's histogram calibrators (percentile,
+    entropy) stack each tensor across batches and need one shape, which packed batches of
+    different texts never share."""
+    from collections import Counter
+    from pathlib import Path
+
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from runtimes.backends import ort_options
+    from runtimes.classifier import softmax
+
+    work = Path(work)
+    model = onnx.load(str(src))
+    expanded = work / "packed_expanded.onnx"
+    onnx.save(expand_attention(model), str(expanded))
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(calib)
+
+        def get_next(self):
+            return next(self.it, None)
+
+        def rewind(self):
+            self.it = iter(calib)
+
+    quantized = work / "packed_qdq_expanded.onnx"
+    # the attention's own products stay float, in the plugin: only the expansion computes them here
+    attention = [n.name for n in onnx.load(str(expanded)).graph.node if EXPANDED in n.name]
+    quantize_static(expanded, quantized, Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                    nodes_to_exclude=attention,
+                    extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True, "ActivationSymmetric": True})  # fmt: skip
+    q = onnx.load(str(quantized))
+    onnx.save(collapse_attention(q, model), str(out))
+
+    def probs(path) -> np.ndarray:
+        s = ort.InferenceSession(str(path), ort_options(threads), providers=["CPUExecutionProvider"])
+        return softmax(np.concatenate([s.run(["logits"], b)[0] for b in check]))
+
+    record = {"calibrator": "minmax", "census": dict(Counter(n.op_type for n in q.graph.node if n.op_type.endswith("Linear")))}
+    producer = {o: n.op_type for n in q.graph.node for o in n.output}
+    record["quantized_matmuls"] = sum(1 for n in q.graph.node if n.op_type in ("MatMul", "Gemm")
+                                      and all(producer.get(i) == "DequantizeLinear" for i in n.input[:2]))  # fmt: skip
+    if check:
+        ref, got = probs(expanded), probs(quantized)
+        record.update(agreement=float((ref.argmax(-1) == got.argmax(-1)).mean()), max_prob_diff=float(np.abs(ref - got).max()),
+                      texts=int(sum(len(b["cu_seqlens"]) - 1 for b in check)))  # fmt: skip
+    return record

@@ -55,9 +55,10 @@ def collapse_attention(expanded, original):
         raise ValueError(f"{len(plugin_nodes)} attention nodes in the original graph, {placed} expansions found")
     del m.graph.node[:]
     m.graph.node.extend(nodes)
-    kept = [i for i in m.graph.initializer if EXPANDED not in i.name]
-    del m.graph.initializer[:]
-    m.graph.initializer.extend(kept)
+    for field in (m.graph.initializer, m.graph.value_info):  # the expansions' constants and tensor types
+        kept = [i for i in field if EXPANDED not in i.name]
+        del field[:]
+        field.extend(kept)
     domains = {o.domain for o in m.opset_import}
     m.opset_import.extend(o for o in original.opset_import if o.domain not in domains)
     return m

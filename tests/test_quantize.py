@@ -161,6 +161,19 @@ def test_tensorrt_target_quantizes_the_packed_graph_too(setup, tmp_path):
     ref = _probs(tmp_path / "fp32", texts)
     assert np.abs(got - ref).mean() < 0.1 and (got.argmax(-1) == ref.argmax(-1)).mean() >= 0.7
     assert manifest["quantization"]["tensorrt_graph"]["agreement"] >= 0.6
+    # what the engine builder parses for int8: the same, with the attention cast to float16
+    from export.tensorrt.engine import network_graph
+
+    g8 = onnx.load_from_string(network_graph(tmp_path / "q" / "model.trt.onnx", "jit", "int8"))
+    onnx.checker.check_model(g8)
+    producer = {o: n for n in g8.graph.node for o in n.output}
+    attention = [n for n in g8.graph.node if n.op_type == OP_TYPE]
+    assert attention and all(producer[n.input[0]].op_type == "Cast" and producer[n.input[0]].attribute[0].i == onnx.TensorProto.FLOAT16
+                             for n in attention)  # fmt: skip
+    got16 = softmax(packed_session(model=g8, float16=True).run(
+        ["logits"], {"input_ids": ids, "cu_seqlens": cu, "max_seqlen": np.zeros(longest, dtype=np.int32)})[0])  # fmt: skip
+    # float16 rounding before a quantizer moves the odd borderline int8 value on this fragile model
+    assert np.abs(got16 - got).mean() < 0.03 and (got16.argmax(-1) == got.argmax(-1)).mean() >= 0.85
 
 
 def test_int8_embedding_table_matches_the_float_one(setup, tmp_path):

@@ -72,9 +72,10 @@ print(json.dumps(rows))
 """
 
 # (sm, dtype, head size, window, highest PTX ISA): Ampere, Jetson Orin (sm_87) and Hopper,
-# every dtype and head size once, global and local layers, and a PTX ISA capped for an older driver
+# every dtype and head size once, global and local layers, a PTX ISA capped for an older
+# driver, and float32 with heads of 128, which only fits smaller tiles
 CASES = [(80, "float16", 64, -1, None), (87, "float16", 32, 64, 80), (87, "bfloat16", 128, -1, None), (90, "bfloat16", 64, 64, None),
-         (90, "float16", 128, 64, 85)]  # fmt: skip
+         (90, "float16", 128, 64, 85), (87, "float32", 128, -1, None)]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +104,8 @@ def test_scratch_parameters_are_only_dropped_when_unused():
     assert entry_params(drop_unused_params(unused, "k", keep=1), "k") == ["u64"]
     used = entry + "\tld.param.b64 %rd1, [k_param_2];\n}\n"
     assert drop_unused_params(used, "k", keep=1) == used  # kept, so the launch check refuses it
+    taken = entry + "\tmov.b64 %rd1, k_param_1;\n}\n"  # a use by name, not through a load
+    assert drop_unused_params(taken, "k", keep=1) == taken
     with pytest.raises(ValueError, match="4 pointer parameters"):
         check_launchable(AotKernel("k", used, 4, 0, 64, "sm_80", "8.0"))
 

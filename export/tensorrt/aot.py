@@ -42,14 +42,34 @@ def launch_grid(max_seqlen, batch, num_heads: int, block_m: int, cdiv=lambda a, 
     return cdiv(max_seqlen, block_m), batch, num_heads
 
 
+# tile sizes tried in order: (queries, keys, pipeline stages); the first that fits a plain
+# launch's shared memory wins (float32 and heads of 128 need the smaller ones)
+TILES = ((64, 64, 2), (32, 32, 2), (32, 32, 1), (16, 16, 1))
+
+
 def compile_varlen_attention(dtype: str, num_heads: int, head_size: int, scale: float, window: int, target=None,
-                             ptx_version: int | None = None, block_m: int = 64, block_n: int = 64, num_warps: int = 4,
-                             num_stages: int = 2) -> AotKernel:  # fmt: skip
-    """PTX of the AOT kernel for one attention configuration.
+                             ptx_version: int | None = None) -> AotKernel:  # fmt: skip
+    """PTX of the AOT kernel for one attention configuration, with the largest tiles that
+    fit (TILES).
 
     `target`: a triton GPUTarget, or None for the GPU of this process. `ptx_version`: the
-    highest PTX ISA to emit (88 for 8.8), for a driver older than Triton's own toolkit.
-    Refuses a kernel TensorRT could not launch as is."""
+    highest PTX ISA to emit (88 for 8.8), for a driver older than Triton's own toolkit."""
+    for block_m, block_n, stages in TILES:
+        try:
+            return compile_tiles(dtype, num_heads, head_size, scale, window, target, ptx_version, block_m, block_n, 4, stages)
+        except SharedMemoryTooLarge as e:
+            last = e
+    raise last
+
+
+class SharedMemoryTooLarge(ValueError):
+    pass
+
+
+def compile_tiles(dtype: str, num_heads: int, head_size: int, scale: float, window: int, target=None,
+                  ptx_version: int | None = None, block_m: int = 64, block_n: int = 64, num_warps: int = 4,
+                  num_stages: int = 2) -> AotKernel:  # fmt: skip
+    """PTX of the AOT kernel with the given tiles; refuses a kernel TensorRT could not launch as is."""
     import triton
     from triton.compiler import ASTSource
     from triton.runtime.jit import JITFunction
@@ -94,7 +114,8 @@ def drop_unused_params(ptx: str, name: str, keep: int) -> str:
         raise ValueError(f"no entry point {name} in the PTX")
     params = [p.strip() for p in m.group(2).split(",") if p.strip()]
     extra = [re.search(r"(\S+)$", p).group(1) for p in params[keep:]]
-    if not extra or any(re.search(rf"\[{re.escape(e)}\]", ptx) for e in extra):
+    body = ptx[m.end() :]
+    if not extra or any(re.search(rf"(?<![\w$.]){re.escape(e)}(?![\w$])", body) for e in extra):
         return ptx
     block = "\n\t" + ",\n\t".join(params[:keep]) + "\n"
     return ptx[: m.start(2)] + block + ptx[m.end(2) :]
@@ -108,7 +129,7 @@ def check_launchable(kernel: AotKernel) -> None:
     if params != ["u64"] * 4:
         raise ValueError(f"{kernel.name}: expected the 4 pointer parameters TensorRT passes, got {params}")
     if kernel.shared_mem > MAX_STATIC_SHARED:
-        raise ValueError(f"{kernel.name}: needs {kernel.shared_mem} bytes of shared memory, over {MAX_STATIC_SHARED}; use smaller blocks")
+        raise SharedMemoryTooLarge(f"{kernel.name}: needs {kernel.shared_mem} bytes of shared memory, over {MAX_STATIC_SHARED}")
 
 
 def entry_params(ptx: str, name: str) -> list[str]:

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from export.tensorrt.native_attention import NATIVE_OP, native_attention_available, use_native_attention
 from runtimes.errors import NanonetError
 
 
@@ -29,6 +30,7 @@ class EngineSpec:
     max_seqlen: int = 512  # S at most (also bounded by the bundle's max length)
     precision: str = "fp16"  # fp16 | fp32 | int8 (the graph of a bundle quantized with --target tensorrt: explicit Q/DQ)
     plugin: str = "aot"  # aot: the Triton kernel inside the engine (runs without Python) | jit: torch, for development
+    attention: str = "auto"  # global layers: auto (TensorRT's own packed attention from TensorRT 11 on, else the plugin) | plugin | native
 
 
 def unavailable() -> str | None:
@@ -57,24 +59,24 @@ def build_engine(onnx_path: Path, plan_path: Path, spec: EngineSpec, timing_cach
 
     if spec.plugin not in PLUGIN_CHOICES:
         raise NanonetError(f"--plugin: must be one of {', '.join(PLUGIN_CHOICES)}, got '{spec.plugin}'")
-    if spec.precision not in PRECISIONS + ("int8",):  # int8: a bundle quantized with --target tensorrt
-        raise NanonetError(f"--precision: must be one of {', '.join(PRECISIONS)}, got '{spec.precision}'")
+    if spec.precision not in PRECISIONS + ("int8",):  # int8: set for a bundle quantized with --target tensorrt
+        raise NanonetError(f"--precision: must be one of {', '.join(PRECISIONS)} (int8 comes from a quantized bundle), "
+                           f"got '{spec.precision}'")  # fmt: skip
+    if spec.attention not in ("auto", "plugin", "native"):
+        raise NanonetError(f"attention: must be auto, plugin or native, got '{spec.attention}'")
     plugin.register_plugin()
     kernels_before = len(plugin.COMPILED)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED") else 0
-    network = builder.create_network(flags)
+    # strongly typed: the graph's types are the engine's (precision.py); Q/DQ pairs say int8
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
-    # strongly typed: the graph's types are the engine's, so fp16 is an fp16 graph; the
-    # weakly typed networks of older TensorRT take the float32 graph and the FP16 flag
-    graph = network_graph(onnx_path, spec.plugin, spec.precision if flags else "fp32")
+    native = spec.attention == "native" or (spec.attention == "auto" and native_attention_available(trt.__version__))
+    graph = network_graph(onnx_path, spec.plugin, spec.precision, native)
     if not parser.parse(graph, str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise NanonetError(f"{onnx_path}: TensorRT's ONNX parser failed: {errors}")
     config = builder.create_builder_config()
-    if not flags and spec.precision == "fp16":
-        config.set_flag(trt.BuilderFlag.FP16)
     cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
     profile = builder.create_optimization_profile()
@@ -92,23 +94,32 @@ def build_engine(onnx_path: Path, plan_path: Path, spec: EngineSpec, timing_cach
     # TensorRT may ask for a kernel more than once (once per type and format it tries)
     kernels = list({json.dumps(k, sort_keys=True): k for k in plugin.COMPILED[kernels_before:]}.values())
     attention = f"plugin {plugin.PLUGIN_ID} ({'AOT Triton kernel' if spec.plugin == 'aot' else 'JIT, needs Python at run time'})"
+    if native:
+        attention = f"global layers: TensorRT's packed attention layer ({NATIVE_OP}); local layers: {attention}"
     log(f"TensorRT {trt.__version__}: attention through {attention}"
         + "".join(f"\n  kernel {k['kernel']} {k['dtype']} window {k['window']}: {k['target']}, PTX {k['ptx_isa']}, "
                   f"{k['num_warps']} warps, {k['shared_mem']} B shared" for k in kernels))  # fmt: skip
-    return {"tensorrt": trt.__version__, "attention": attention, "plugin": spec.plugin, "precision": spec.precision, "kernels": kernels,
-            "profile": spec.__dict__, "strongly_typed": bool(flags)}  # fmt: skip
+    return {"tensorrt": trt.__version__, "attention": attention, "native_global_attention": native, "plugin": spec.plugin,
+            "precision": spec.precision, "kernels": kernels, "profile": spec.__dict__}  # fmt: skip
 
 
-def network_graph(onnx_path: Path, plugin: str, precision: str) -> bytes:
-    """model.trt.onnx as TensorRT's parser gets it: each VarlenAttention node's `aot`
-    attribute set for `plugin` (the parser takes a plugin's ahead-of-time implementation
-    only when the node asks for it), converted to float16 for an fp16 engine."""
+def network_graph(onnx_path: Path, plugin: str, precision: str, native: bool = False) -> bytes:
+    """model.trt.onnx as TensorRT's parser gets it: with `native`, global layers on
+    TensorRT's own packed attention (native_attention.py); each remaining VarlenAttention
+    node's `aot` attribute set for `plugin` (the parser takes a plugin's ahead-of-time
+    implementation only when the node asks for it); converted to float16 for an fp16 engine,
+    attention cast to float16 in an int8 one."""
     import onnx
 
-    from export.tensorrt.precision import to_float16
+    from export.tensorrt.precision import attention_in_float16, to_float16
+    from export.tensorrt.varlen_op import OP_TYPE
 
     model = onnx.load(str(onnx_path))
+    if native:
+        use_native_attention(model)
     set_plugin_choice(model, plugin, onnx_path)
+    if precision == "int8":  # Q/DQ products, the rest float32: attention in float16 all the same
+        attention_in_float16(model, {OP_TYPE: (0,), NATIVE_OP: (0, 1, 2)})
     return (to_float16(model) if precision == "fp16" else model).SerializeToString()
 
 

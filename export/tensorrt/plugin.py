@@ -44,6 +44,8 @@ def register_plugin() -> None:
               scale: float, window: int) -> trtp.TensorDesc:  # fmt: skip
         return trtp.from_shape_expr((qkv.shape_expr[0], num_heads * head_size), dtype=qkv.dtype)
 
+    # BF16 is for the AOT kernel: the JIT path's tensors cannot be bfloat16 (no such type in
+    # __cuda_array_interface__); the builder produces float16 and float32 graphs
     @trtp.autotune(PLUGIN_ID)
     def _types(qkv: trtp.TensorDesc, cu_seqlens: trtp.TensorDesc, max_seqlen: trtp.TensorDesc, outputs: tuple[trtp.TensorDesc]):
         return [trtp.AutoTuneCombination("FP32|FP16|BF16, INT32, INT32, FP32|FP16|BF16")]  # output type = qkv type
@@ -66,12 +68,12 @@ def register_plugin() -> None:
         import torch
         import torch.nn.functional as F
 
-        x = torch.as_tensor(qkv, device="cuda")
-        cu = torch.as_tensor(cu_seqlens, device="cuda").tolist()
-        out = torch.as_tensor(outputs[0], device="cuda")
-        T = x.shape[0]
-        q, k, v = x.view(T, 3, num_heads, head_size).unbind(1)
-        with torch.cuda.stream(torch.cuda.ExternalStream(stream)):
+        with torch.cuda.stream(torch.cuda.ExternalStream(stream)):  # all of it on TensorRT's stream, the offsets' read too
+            x = torch.as_tensor(qkv, device="cuda")
+            cu = torch.as_tensor(cu_seqlens, device="cuda").tolist()
+            out = torch.as_tensor(outputs[0], device="cuda")
+            T = x.shape[0]
+            q, k, v = x.view(T, 3, num_heads, head_size).unbind(1)
             for s, e in zip(cu[:-1], cu[1:]):
                 mask = None
                 if window >= 0:

@@ -7,8 +7,9 @@ parser maps each VarlenAttention node of model.trt.onnx to it through the node's
 `window` become plugin fields, and the node's `aot` attribute picks the implementation:
 
 - AOT (the default): the Triton kernel compiled to PTX at build time
-  (export/tensorrt/aot.py) and launched by TensorRT itself, so the engine runs without
-  Python: trtexec, the C++ runtime, nanonet's runtime.
+  (export/tensorrt/aot.py) and launched by TensorRT itself, so that, as TensorRT
+  documents for AOT plugins, the engine runs without Python: trtexec, the C++ runtime,
+  nanonet's runtime.
 - JIT (development): the attention in torch on TensorRT's stream, one sequence at a
   time; the engine then needs this module registered in the process that runs it.
 

@@ -194,13 +194,6 @@ PLUGIN_HELP = ("TensorRT attention plugin: aot (the Triton kernel compiled into 
                "trtexec, C++, nanonet's runtime) or jit (torch, for development).")  # fmt: skip
 
 
-def _check_engine_options(plugin: str, precision: str) -> None:
-    if plugin not in ("aot", "jit"):
-        raise NanonetError(f"--plugin: must be aot or jit, got '{plugin}'")
-    if precision not in ("fp16", "fp32"):
-        raise NanonetError(f"--precision: must be fp16 or fp32, got '{precision}'")
-
-
 @app.command("export")
 def export_command(
     checkpoint: str = typer.Argument(..., help="A nanonet checkpoint directory (e.g. RUN/student)."),
@@ -220,7 +213,9 @@ def export_command(
     """Export a checkpoint to a bundle: model.onnx verified against torch, tokenizer.json, manifest.json."""
     from nanonet.extras import require
 
-    _check_engine_options(plugin, precision)
+    from export.tensorrt.engine import check_options
+
+    check_options(plugin, precision)
     require("torch", "nanonet export")
     from export.bundle import export_bundle
     from export.onnx_export import DEFAULT_ROUTE
@@ -272,9 +267,9 @@ def engine(
     precision: str = typer.Option("fp16", "--precision", help="TensorRT engine precision: fp16 or fp32."),
 ) -> None:
     """Build the TensorRT engine (model.plan) of a bundle, on the device that will run it."""
-    from export.tensorrt.engine import unavailable
+    from export.tensorrt.engine import check_options, unavailable
 
-    _check_engine_options(plugin, precision)
+    check_options(plugin, precision)
     why = unavailable()
     if why:
         raise NanonetError(f"nanonet engine: {why}")

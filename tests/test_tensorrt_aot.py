@@ -142,7 +142,7 @@ def test_the_builder_sets_the_plugin_choice_on_every_attention_node(tmp_path):
 def test_cli_refuses_an_unknown_plugin_in_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "nanonet", "engine", str(tmp_path), "--plugin", "cuda"], cwd=ROOT, capture_output=True,
                        text=True)  # fmt: skip
-    assert r.returncode != 0 and "--plugin: must be aot or jit, got 'cuda'" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode != 0 and "--plugin: must be one of aot, jit, got 'cuda'" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_an_aot_build_refuses_heads_without_a_kernel(tmp_path):

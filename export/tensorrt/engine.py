@@ -33,6 +33,15 @@ class EngineSpec:
     attention: str = "auto"  # global layers: auto (TensorRT's own packed attention from TensorRT 11 on, else the plugin) | plugin | native
 
 
+def check_options(plugin: str, precision: str, quantized: bool = False) -> None:
+    """One-line errors for a bad --plugin or --precision (int8 is for a bundle quantized
+    with --target tensorrt, which sets it)."""
+    if plugin not in PLUGIN_CHOICES:
+        raise NanonetError(f"--plugin: must be one of {', '.join(PLUGIN_CHOICES)}, got '{plugin}'")
+    if precision not in PRECISIONS + (("int8",) if quantized else ()):
+        raise NanonetError(f"--precision: must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+
+
 def unavailable() -> str | None:
     """None when an engine can be built here, else why not."""
     if importlib.util.find_spec("tensorrt") is None:
@@ -57,11 +66,7 @@ def build_engine(onnx_path: Path, plan_path: Path, spec: EngineSpec, timing_cach
 
     from export.tensorrt import plugin
 
-    if spec.plugin not in PLUGIN_CHOICES:
-        raise NanonetError(f"--plugin: must be one of {', '.join(PLUGIN_CHOICES)}, got '{spec.plugin}'")
-    if spec.precision not in PRECISIONS + ("int8",):  # int8: set for a bundle quantized with --target tensorrt
-        raise NanonetError(f"--precision: must be one of {', '.join(PRECISIONS)} (int8 comes from a quantized bundle), "
-                           f"got '{spec.precision}'")  # fmt: skip
+    check_options(spec.plugin, spec.precision, quantized=spec.precision == "int8")
     if spec.attention not in ("auto", "plugin", "native"):
         raise NanonetError(f"attention: must be auto, plugin or native, got '{spec.attention}'")
     plugin.register_plugin()

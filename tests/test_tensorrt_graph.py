@@ -120,6 +120,16 @@ def test_attention_expanded_to_standard_ops_runs_like_the_plugin(which, request)
     assert {i.name for i in back.graph.initializer} == {i.name for i in graph.graph.initializer}
 
 
+def test_native_attention_is_chosen_from_tensorrt_11_1_and_int8_needs_a_quantized_graph(bert_packed):
+    from export.tensorrt.engine import network_graph
+    from export.tensorrt.native_attention import native_attention_available
+
+    assert [native_attention_available(v) for v in ("10.14.1", "11.0.0", "11.1.0", "12.0")] == [False, False, True, True]
+    _, path, _ = bert_packed
+    with pytest.raises(NanonetError, match="int8 engine needs the graph quantized"):
+        network_graph(path, "jit", "int8")
+
+
 _NATIVE_REFERENCE = False
 
 
@@ -147,7 +157,7 @@ def _register_native_reference() -> None:
 
 @pytest.mark.parametrize("which", ["bert_packed", "modernbert_packed"])
 def test_global_layers_on_tensorrt_native_packed_attention(which, request):
-    """TensorRT >= 11: global layers become TRT_Attention (packed Q/K/V, cu_seqlens as the
+    """TensorRT >= 11.1: global layers become TRT_Attention (packed Q/K/V, cu_seqlens as the
     cumulative lengths), local layers keep the plugin; the rewritten graph, run with a
     reference for the native layer, still gives the torch student's logits."""
     import onnxruntime as ort
@@ -165,7 +175,7 @@ def test_global_layers_on_tensorrt_native_packed_attention(which, request):
     assert len([n for n in g.graph.node if n.op_type == OP_TYPE]) == cfg.num_layers - len(globals_)  # local layers: the plugin
     for n in native:
         a = {x.name: onnx.helper.get_attribute_value(x) for x in n.attribute}
-        assert (a["query_form"], a["kv_form"], a["is_causal"]) == (b"packed_nhd", b"packed_nhd", 0)
+        assert (a["query_form"], a["kv_form"], a["is_causal"], a["TRT_decomposable"]) == (b"packed_nhd", b"packed_nhd", 0, 1)
         assert a["scale"] == pytest.approx(cfg.head_size**-0.5)
         assert list(n.input[3:]) == ["", "", "", "cu_seqlens", "cu_seqlens"]  # no mask or cache; lengths at 6 and 7
     # run it: the native op on a reference, its optional empty inputs dropped for that
@@ -297,7 +307,7 @@ def test_engine_builds_and_matches_torch(plugin, tiny_bert_h16_dir, tmp_path):
         with pytest.raises(NanonetError, match="JIT attention plugin"):
             runtimes.load(bundle, backend="tensorrt")
         return
-    # one AOT kernel per layer kind; from TensorRT 11 on, global layers use TensorRT's own attention
+    # one AOT kernel per layer kind; from TensorRT 11.1 on, global layers use TensorRT's own attention
     assert sorted(k["window"] for k in result["kernels"]) == ([3] if result["native_global_attention"] else [-1, 3])
     assert _trt_vs_ort(bundle) < 2e-2  # fp16 engine vs fp32 CPU graph
 

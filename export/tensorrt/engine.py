@@ -30,7 +30,7 @@ class EngineSpec:
     max_seqlen: int = 512  # S at most (also bounded by the bundle's max length)
     precision: str = "fp16"  # fp16 | fp32 | int8 (the graph of a bundle quantized with --target tensorrt: explicit Q/DQ)
     plugin: str = "aot"  # aot: the Triton kernel inside the engine (runs without Python) | jit: torch, for development
-    attention: str = "auto"  # global layers: auto (TensorRT's own packed attention from TensorRT 11 on, else the plugin) | plugin | native
+    attention: str = "auto"  # global layers: auto (TensorRT's own packed attention from TensorRT 11.1 on, else the plugin) | plugin | native
 
 
 def check_options(plugin: str, precision: str, quantized: bool = False) -> None:
@@ -66,7 +66,7 @@ def build_engine(onnx_path: Path, plan_path: Path, spec: EngineSpec, timing_cach
 
     from export.tensorrt import plugin
 
-    check_options(spec.plugin, spec.precision, quantized=spec.precision == "int8")
+    check_options(spec.plugin, spec.precision, quantized=True)  # network_graph checks an int8 graph has its Q/DQ
     if spec.attention not in ("auto", "plugin", "native"):
         raise NanonetError(f"attention: must be auto, plugin or native, got '{spec.attention}'")
     plugin.register_plugin()
@@ -77,8 +77,14 @@ def build_engine(onnx_path: Path, plan_path: Path, spec: EngineSpec, timing_cach
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
     native = spec.attention == "native" or (spec.attention == "auto" and native_attention_available(trt.__version__))
-    graph = network_graph(onnx_path, spec.plugin, spec.precision, native)
-    if not parser.parse(graph, str(onnx_path)):
+    parsed = parser.parse(network_graph(onnx_path, spec.plugin, spec.precision, native), str(onnx_path))
+    if not parsed and native and spec.attention == "auto":
+        log(f"TensorRT {trt.__version__} did not take {NATIVE_OP} ({parser.get_error(0)}); every layer on the plugin instead")
+        native = False
+        network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+        parser = trt.OnnxParser(network, logger)
+        parser.parse(network_graph(onnx_path, spec.plugin, spec.precision, native), str(onnx_path))
+    if parser.num_errors:
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise NanonetError(f"{onnx_path}: TensorRT's ONNX parser failed: {errors}")
     config = builder.create_builder_config()
@@ -120,6 +126,8 @@ def network_graph(onnx_path: Path, plugin: str, precision: str, native: bool = F
     from export.tensorrt.varlen_op import OP_TYPE
 
     model = onnx.load(str(onnx_path))
+    if precision == "int8" and not any(n.op_type == "QuantizeLinear" for n in model.graph.node):
+        raise NanonetError(f"{onnx_path}: an int8 engine needs the graph quantized with nanonet quantize --method static --target tensorrt")
     if native:
         use_native_attention(model)
     set_plugin_choice(model, plugin, onnx_path)

@@ -1,11 +1,12 @@
-"""TensorRT >= 11: global layers through TensorRT's own attention layer, in its packed form.
+"""TensorRT >= 11.1: global layers through TensorRT's own attention layer, in its packed form.
 
 TensorRT 11 added a packed ("ragged") IO form to its attention layer (IAttention,
 `kPACKED_NHD`: Q, K, V as [T, heads, head size], sequence offsets as cumulative int32
 lengths [B+1]); its ONNX parser reaches it through the `TRT_Attention` operator
 (onnx-tensorrt, docs/TRT_custom_ops.md: `query_form`/`kv_form` "packed_nhd", `scale`,
-`is_causal`; inputs Q, K, V, then the optional mask and past key/value, then
-`query_lengths` and `kv_lengths` at indices 6 and 7). That layer has no sliding window
+which the importer applies, `is_causal`; inputs Q, K, V, then the optional mask and past
+key/value, then `query_lengths` and `kv_lengths` at indices 6 and 7), in its packed form
+from onnx-tensorrt 11.1 on. That layer has no sliding window
 and takes no mask in packed form, so local layers keep the VarlenAttention plugin.
 
 `use_native_attention` rewrites the global VarlenAttention nodes of the packed graph:
@@ -21,11 +22,11 @@ import numpy as np
 
 NATIVE_OP = "TRT_Attention"
 NATIVE_DOMAIN = "trt"  # the domain onnx-tensorrt's own TRT_* operators are written in
-MIN_TENSORRT = 11
+MIN_TENSORRT = (11, 1)  # TRT_Attention came in 11.0; its packed ("ragged") form in 11.1
 
 
 def native_attention_available(tensorrt_version: str) -> bool:
-    return int(tensorrt_version.split(".")[0]) >= MIN_TENSORRT
+    return tuple(int(x) for x in tensorrt_version.split(".")[:2]) >= MIN_TENSORRT
 
 
 def use_native_attention(model) -> int:
@@ -54,6 +55,7 @@ def use_native_attention(model) -> int:
         nodes.append(helper.make_node(
             NATIVE_OP, [p + "q_heads", p + "k_heads", p + "v_heads", "", "", "", cu, cu], [p + "context"], name=p + "attention",
             domain=NATIVE_DOMAIN, query_form="packed_nhd", kv_form="packed_nhd", scale=scale, is_causal=0,
+            TRT_decomposable=1,  # where no fused kernel fits (float32, small heads), unfused layers rather than no engine
         ))  # fmt: skip
         nodes.append(helper.make_node("Reshape", [p + "context", p + "out_shape"], [node.output[0]], name=p + "output"))
         rewritten += 1

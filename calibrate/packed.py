@@ -115,24 +115,24 @@ def _expand(node, p: str):
 def packed_batches(tokenizer, texts: list[str], max_tokens: int = 1024) -> list[dict[str, np.ndarray]]:
     """The packed graph's feeds for `texts` (tokenized as the runtime does), in length order,
     about `max_tokens` tokens a batch: input_ids [T], cu_seqlens [B+1], max_seqlen [S]."""
+    from runtimes.classifier import pad_rows
+    from runtimes.tensorrt import pack
+
+    def packed(rows: list[list[int]]) -> dict[str, np.ndarray]:
+        input_ids, cu_seqlens, longest = pack(pad_rows(rows))
+        return {"input_ids": input_ids, "cu_seqlens": cu_seqlens, "max_seqlen": np.zeros(longest, dtype=np.int32)}
+
     ids = [e.ids for e in tokenizer.encode_batch(texts)]
     order = np.argsort([len(x) for x in ids], kind="stable")
     batches, group = [], []
     for i in order:
         if group and (len(group) + 1) * len(ids[i]) > max_tokens:  # length order: the newest is the longest
-            batches.append(_pack([ids[j] for j in group]))
+            batches.append(packed([ids[j] for j in group]))
             group = []
         group.append(i)
     if group:
-        batches.append(_pack([ids[j] for j in group]))
+        batches.append(packed([ids[j] for j in group]))
     return batches
-
-
-def _pack(seqs: list[list[int]]) -> dict[str, np.ndarray]:
-    cu = np.zeros(len(seqs) + 1, dtype=np.int32)
-    cu[1:] = np.cumsum([len(s) for s in seqs])
-    return {"input_ids": np.concatenate([np.asarray(s, dtype=np.int32) for s in seqs]), "cu_seqlens": cu,
-            "max_seqlen": np.zeros(max(len(s) for s in seqs), dtype=np.int32)}  # fmt: skip
 
 
 def quantize_packed(src, out, calib: list[dict], check: list[dict], work, threads: int | None = None) -> dict:
@@ -146,49 +146,35 @@ def quantize_packed(src, out, calib: list[dict], check: list[dict], work, thread
     different texts never share."""
     from collections import Counter
     from pathlib import Path
+    from types import SimpleNamespace
 
     import onnx
-    import onnxruntime as ort
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from runtimes.backends import ort_options
-    from runtimes.classifier import softmax
+    from calibrate.quantize import _probs, _reader
 
+    names = ["input_ids", "cu_seqlens", "max_seqlen"]
     work = Path(work)
     model = onnx.load(str(src))
     expanded = work / "packed_expanded.onnx"
     onnx.save(expand_attention(model), str(expanded))
 
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter(calib)
-
-        def get_next(self):
-            return next(self.it, None)
-
-        def rewind(self):
-            self.it = iter(calib)
-
     quantized = work / "packed_qdq_expanded.onnx"
     # the attention's own products stay float, in the plugin: only the expansion computes them here
     attention = [n.name for n in onnx.load(str(expanded)).graph.node if EXPANDED in n.name]
-    quantize_static(expanded, quantized, Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
+    quantize_static(expanded, quantized, _reader(SimpleNamespace(batches=calib), names), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                     nodes_to_exclude=attention,
                     extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True, "ActivationSymmetric": True})  # fmt: skip
     q = onnx.load(str(quantized))
     onnx.save(collapse_attention(q, model), str(out))
 
-    def probs(path) -> np.ndarray:
-        s = ort.InferenceSession(str(path), ort_options(threads), providers=["CPUExecutionProvider"])
-        return softmax(np.concatenate([s.run(["logits"], b)[0] for b in check]))
-
     record = {"calibrator": "minmax", "census": dict(Counter(n.op_type for n in q.graph.node if n.op_type.endswith("Linear")))}
     producer = {o: n.op_type for n in q.graph.node for o in n.output}
     record["quantized_matmuls"] = sum(1 for n in q.graph.node if n.op_type in ("MatMul", "Gemm")
                                       and all(producer.get(i) == "DequantizeLinear" for i in n.input[:2]))  # fmt: skip
     if check:
-        ref, got = probs(expanded), probs(quantized)
+        ref, got = (_probs(path, SimpleNamespace(batches=check), names, threads) for path in (expanded, quantized))
         record.update(agreement=float((ref.argmax(-1) == got.argmax(-1)).mean()), max_prob_diff=float(np.abs(ref - got).max()),
                       texts=int(sum(len(b["cu_seqlens"]) - 1 for b in check)))  # fmt: skip
     return record

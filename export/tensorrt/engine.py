@@ -122,7 +122,9 @@ def network_graph(onnx_path: Path, plugin: str, precision: str, native: bool = F
     attention cast to float16 in an int8 one."""
     import onnx
 
-    from export.tensorrt.precision import attention_in_float16, to_float16
+    from onnx import TensorProto
+
+    from export.tensorrt.precision import cast_around, to_float16
     from export.tensorrt.varlen_op import OP_TYPE
 
     model = onnx.load(str(onnx_path))
@@ -132,7 +134,7 @@ def network_graph(onnx_path: Path, plugin: str, precision: str, native: bool = F
         use_native_attention(model)
     set_plugin_choice(model, plugin, onnx_path)
     if precision == "int8":  # Q/DQ products, the rest float32: attention in float16 all the same
-        attention_in_float16(model, {OP_TYPE: (0,), NATIVE_OP: (0, 1, 2)})
+        cast_around(model, {OP_TYPE: (0,), NATIVE_OP: (0, 1, 2)}, inside=TensorProto.FLOAT16, outside=TensorProto.FLOAT)
     return (to_float16(model) if precision == "fp16" else model).SerializeToString()
 
 

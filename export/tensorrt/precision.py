@@ -103,25 +103,29 @@ def _drop_unread(g) -> None:
     g.initializer.extend(kept)
 
 
-def attention_in_float16(model, float_inputs: dict[str, tuple[int, ...]]) -> int:
-    """Cast around each attention node of a float32 graph (in place) so that it computes in
-    float16: for int8 graphs, whose Q/DQ pairs keep the rest in float32, where a float32
-    attention would take the slow path. `float_inputs`: op type -> the indices of its float
-    inputs. Returns how many nodes were wrapped."""
+def cast_around(model, float_inputs: dict[str, tuple[int, ...]], inside: int, outside: int) -> int:
+    """Run each node whose op type is in `float_inputs` (op type -> indices of its float
+    inputs) in the element type `inside` within a graph of `outside` (in place): a Cast on
+    each float input and one back on the output. Returns how many nodes were wrapped.
+
+    The engine builder computes the attention of an int8 graph, whose Q/DQ pairs keep the
+    rest float32, in float16 (a float32 attention takes the slow path); the ONNX Runtime
+    checks run the float32 reference op inside a float16 graph."""
     from onnx import TensorProto, helper
 
+    tag = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16"}
     nodes, wrapped = [], 0
     for node in model.graph.node:
         if node.op_type not in float_inputs:
             nodes.append(node)
             continue
         for k in float_inputs[node.op_type]:
-            half = f"{node.name}/{node.input[k]}_float16"
-            nodes.append(helper.make_node("Cast", [node.input[k]], [half], to=TensorProto.FLOAT16, name=half))
-            node.input[k] = half
+            inner = f"{node.name}/{node.input[k]}_{tag[inside]}"
+            nodes.append(helper.make_node("Cast", [node.input[k]], [inner], to=inside, name=inner))
+            node.input[k] = inner
         out = node.output[0]
-        node.output[0] = f"{node.name}/{out}_float16"
-        nodes.extend([node, helper.make_node("Cast", [node.output[0]], [out], to=TensorProto.FLOAT, name=f"{node.name}/{out}_float32")])
+        node.output[0] = f"{node.name}/{out}_{tag[inside]}"
+        nodes.extend([node, helper.make_node("Cast", [node.output[0]], [out], to=outside, name=f"{node.name}/{out}_{tag[outside]}")])
         wrapped += 1
     del model.graph.node[:]
     model.graph.node.extend(nodes)

@@ -130,20 +130,14 @@ def for_onnxruntime(model, float16: bool = False):
 
     from onnx import TensorProto, helper
 
+    from export.tensorrt.precision import cast_around
+
     m = copy.deepcopy(model)
-    nodes = []
     for node in m.graph.node:
         if node.op_type == OP_TYPE and node.domain == TRT_DOMAIN:
             node.domain = ORT_DOMAIN
-            if float16:
-                qkv, out = node.input[0], node.output[0]
-                node.input[0], node.output[0] = f"{qkv}_float32", f"{out}_float32"
-                nodes.append(helper.make_node("Cast", [qkv], [node.input[0]], to=TensorProto.FLOAT))
-                nodes.extend([node, helper.make_node("Cast", [node.output[0]], [out], to=TensorProto.FLOAT16)])
-                continue
-        nodes.append(node)
-    del m.graph.node[:]
-    m.graph.node.extend(nodes)
+    if float16:
+        cast_around(m, {OP_TYPE: (0,)}, inside=TensorProto.FLOAT, outside=TensorProto.FLOAT16)
     imports = [o for o in m.opset_import if o.domain != TRT_DOMAIN]
     del m.opset_import[:]
     m.opset_import.extend(imports + [helper.make_opsetid(ORT_DOMAIN, 1)])

@@ -3,6 +3,9 @@
 - `finite_mask`: the exported attention mask fills with float32's lowest value; a
   calibrator that sees it stretches a range to -3.4e38 and int8 collapses. It is
   replaced by a finite value that still zeroes attention after softmax.
+- `float_outputs`: static quantization puts Quantize/DequantizeLinear on the head's
+  output too; the logits are the answer, and an int8 grid on them (clipped, with a
+  histogram calibrator) only flips predictions. The pair is taken out again.
 - `census`: the operators of the graph ONNX Runtime actually runs (after its own
   fusions), to prove that the matrix multiplications were quantized.
 """
@@ -55,6 +58,35 @@ def lowest_constants(model) -> int:
     lowest = np.finfo(np.float32).min
     tensors = list(model.graph.initializer) + [a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.type == a.TENSOR]
     return sum(1 for t in tensors if (arr := numpy_helper.to_array(t)).size and arr.dtype == np.float32 and np.all(arr == lowest))
+
+
+def float_outputs(model) -> list[str]:
+    """Take out the Quantize -> Dequantize pair that ends in a graph output, in place: the
+    output is its producer's float value again. Returns the outputs changed."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    uses = Counter(i for n in model.graph.node for i in n.input) + Counter(o.name for o in model.graph.output)
+    changed, dropped = [], []
+    for out in [o.name for o in model.graph.output]:
+        dq = producer.get(out)
+        q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if q is None or q.op_type != "QuantizeLinear" or uses[q.output[0]] != 1 or uses[q.input[0]] != 1 or q.input[0] not in producer:
+            continue
+        source = producer[q.input[0]]
+        source.output[list(source.output).index(q.input[0])] = out
+        dropped += [q, dq, q.input[0]]
+        changed.append(out)
+    for node in [d for d in dropped if not isinstance(d, str)]:
+        model.graph.node.remove(node)
+    used = {i for n in model.graph.node for i in n.input}
+    inits = [i for i in model.graph.initializer if i.name in used or i.name in {o.name for o in model.graph.output}]
+    if len(inits) < len(model.graph.initializer):  # the pair's scale and zero point
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(inits)
+    names = {d for d in dropped if isinstance(d, str)}
+    kept = [v for v in model.graph.value_info if v.name not in names]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(kept)
+    return changed
 
 
 def census(path: str | Path) -> Counter:

@@ -135,23 +135,23 @@ def packed_batches(tokenizer, texts: list[str], max_tokens: int = 1024) -> list[
     return batches
 
 
-def quantize_packed(src, out, calib: list[dict], check: list[dict], work, threads: int | None = None) -> dict:
+def quantize_packed(src, out, calib: list[dict], check: list[dict], work, threads: int | None = None,
+                    calibrator: str = "minmax") -> dict:
     """model.trt.onnx -> explicit symmetric int8 Q/DQ on every matrix multiplication with a
-    weight (per-channel weights, per-tensor activations from `calib`), the form a strongly
-    typed TensorRT network builds int8 kernels from; the attention stays float in the
-    plugin. Returns its record: agreement with the float graph on `check`, Q/DQ census.
-
-    Activation ranges are min-max: ONNX Runtime's histogram calibrators (percentile,
-    entropy) stack each tensor across batches and need one shape, which packed batches of
-    different texts never share."""
+    weight (per-channel weights, per-tensor activations from `calib` by `calibrator`; on
+    the products' inputs, their outputs float), the form a strongly typed TensorRT network
+    builds int8 kernels from; the attention stays float in the plugin. Returns its record:
+    agreement with the float graph on `check`, Q/DQ census."""
     from collections import Counter
     from pathlib import Path
     from types import SimpleNamespace
 
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    from calibrate.quantize import _probs, _reader
+    from calibrate.graph import float_outputs
+    from calibrate.quantize import OP_TYPES, _calibration_method, _probs, _reader
+    from calibrate.ranges import HISTOGRAM_CALIBRATORS, write_histogram_ranges
 
     names = ["input_ids", "cu_seqlens", "max_seqlen"]
     work = Path(work)
@@ -162,14 +162,20 @@ def quantize_packed(src, out, calib: list[dict], check: list[dict], work, thread
     quantized = work / "packed_qdq_expanded.onnx"
     # the attention's own products stay float, in the plugin: only the expansion computes them here
     attention = [n.name for n in onnx.load(str(expanded)).graph.node if EXPANDED in n.name]
-    quantize_static(expanded, quantized, _reader(SimpleNamespace(batches=calib), names), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                    nodes_to_exclude=attention,
-                    extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True, "ActivationSymmetric": True})  # fmt: skip
+    cache = work / "packed_ranges.json"
+    if calibrator in HISTOGRAM_CALIBRATORS:  # packed batches differ in shape: calibrate/ranges.py
+        write_histogram_ranges(expanded, calib, names, calibrator, OP_TYPES, cache)
+    quantize_static(expanded, quantized, _reader(SimpleNamespace(batches=calib), names), quant_format=QuantFormat.QDQ, op_types_to_quantize=OP_TYPES, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=_calibration_method(calibrator),
+                    nodes_to_exclude=attention, calibration_cache_path=str(cache),
+                    extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True, "ActivationSymmetric": True,
+                                   "OpTypesToExcludeOutputQuantization": OP_TYPES})  # fmt: skip
     q = onnx.load(str(quantized))
+    if float_outputs(q):
+        onnx.save(q, str(quantized))
     onnx.save(collapse_attention(q, model), str(out))
 
-    record = {"calibrator": "minmax", "census": dict(Counter(n.op_type for n in q.graph.node if n.op_type.endswith("Linear")))}
+    record = {"calibrator": calibrator, "census": dict(Counter(n.op_type for n in q.graph.node if n.op_type.endswith("Linear")))}
     producer = {o: n.op_type for n in q.graph.node for o in n.output}
     record["quantized_matmuls"] = sum(1 for n in q.graph.node if n.op_type in ("MatMul", "Gemm")
                                       and all(producer.get(i) == "DequantizeLinear" for i in n.input[:2]))  # fmt: skip

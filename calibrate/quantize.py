@@ -45,8 +45,9 @@ from typing import Callable
 import numpy as np
 
 from calibrate.data import sample_texts
-from calibrate.graph import MASK_VALUE, census, check_quantized, finite_mask, quantize_embedding_table
+from calibrate.graph import MASK_VALUE, census, check_quantized, finite_mask, float_outputs, quantize_embedding_table
 from calibrate.outliers import split_outliers
+from calibrate.ranges import HISTOGRAM_CALIBRATORS, write_histogram_ranges
 from calibrate.smooth import activation_ranges, smooth_matmuls
 from runtimes.backends import ort_options
 from runtimes.bundle import Manifest, read_bundle, write_bundle
@@ -82,18 +83,16 @@ def _layer_of(param: str) -> str | None:
 class _Feeds:
     """Padded, length-sorted batches of texts, tokenized as the runtime does."""
 
-    def __init__(self, clf: Classifier, texts: list[str], batch_size: int = 16, same_length: bool = False):
-        """`same_length` gives every batch one shape (one text, padded to the longest): the
-        histogram calibrators (percentile, entropy) stack activations across batches."""
-        if same_length:
-            batch_size = 1
+    def __init__(self, clf: Classifier, texts: list[str], batch_size: int = 16):
         ids = [e.ids for e in clf.tokenizer.encode_batch(texts)]
         order = np.argsort([len(x) for x in ids], kind="stable")
         self.batches = [clf.pad([ids[i] for i in order[s : s + batch_size]]) for s in range(0, len(order), batch_size)]
-        if same_length:
-            L = max(len(x) for x in ids)
-            self.batches = [{k: np.pad(v, ((0, 0), (0, L - v.shape[1])), constant_values=clf.pad_id if k == "input_ids" else 0)
-                             for k, v in b.items()} for b in self.batches]  # fmt: skip
+
+
+def _calibration_method(calibrator: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}[calibrator]
 
 
 def _reader(feeds: _Feeds, names: list[str]):
@@ -120,7 +119,7 @@ def _probs(path: Path, feeds: _Feeds, names: list[str], threads: int | None) -> 
     return softmax(np.concatenate([s.run(["logits"], {n: b[n] for n in names})[0] for b in feeds.batches]))
 
 
-def _quantize_packed_graph(src, clf: Classifier, texts: list[str], held: int, work: Path, threads: int | None,
+def _quantize_packed_graph(src, clf: Classifier, texts: list[str], held: int, calibrator: str, work: Path, threads: int | None,
                            say: Callable[[str], None]) -> dict | None:  # fmt: skip
     """The TensorRT graph of the bundle (model.trt.onnx) with int8 Q/DQ, from the same
     calibration texts (calibrate/packed.py); None when the bundle has none."""
@@ -131,9 +130,9 @@ def _quantize_packed_graph(src, clf: Classifier, texts: list[str], held: int, wo
         return None
     calib = packed_batches(clf.tokenizer, texts[held:] or texts)
     check = packed_batches(clf.tokenizer, texts[:held]) if held else []
-    record = quantize_packed(src.file("model.trt.onnx"), work / "model.trt.onnx", calib, check, work, threads)
+    record = quantize_packed(src.file("model.trt.onnx"), work / "model.trt.onnx", calib, check, work, threads, calibrator)
     agreement = f", agreement with fp32 {record['agreement']:.3f} on {record['texts']} held-out texts" if check else ""
-    say(f"model.trt.onnx: {record['quantized_matmuls']} matrix multiplications int8 (explicit Q/DQ, min-max ranges){agreement}")
+    say(f"model.trt.onnx: {record['quantized_matmuls']} matrix multiplications int8 (explicit Q/DQ, {calibrator} ranges){agreement}")
     return record
 
 
@@ -144,7 +143,7 @@ def quantize_bundle(bundle: str | Path, out: str | Path, calib: str | Path | Non
                     outlier_ratio: float = 6.0, weight_bits: int = 8) -> dict:  # fmt: skip
     """Quantize `bundle` into `out`; returns the new manifest (with a `quantization` record)."""
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     if method is not None and method not in METHODS:
         raise NanonetError(f"--method: must be one of {', '.join(METHODS)}, got '{method}'")
@@ -188,7 +187,7 @@ def quantize_bundle(bundle: str | Path, out: str | Path, calib: str | Path | Non
     # half the calibration texts judge agreement, half give the ranges (smoothing, outlier
     # split, static): agreement from a slice too small to see 1% of flips let a 97% bundle pass
     held = max(1, len(texts) // 2) if len(texts) > 1 else 0
-    calib_feeds = _Feeds(clf, texts[held:] or texts, same_length=calibrator != "minmax") if texts else None
+    calib_feeds = _Feeds(clf, texts[held:] or texts) if texts else None
     # judged in the runtime's default batches: with activations quantized per tensor at run
     # time, which texts share a batch moves a few borderline predictions
     check_feeds = _Feeds(clf, texts[:held], batch_size=32) if held else None
@@ -229,9 +228,13 @@ def quantize_bundle(bundle: str | Path, out: str | Path, calib: str | Path | Non
             return work / "split.onnx", float_products, record
 
         act_type = QuantType.QInt8 if target == "tensorrt" else QuantType.QUInt8
-        cal_method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-                      "entropy": CalibrationMethod.Entropy}[calibrator]  # fmt: skip
-        options = {"MatMulConstBOnly": True, "WeightSymmetric": True, "ActivationSymmetric": target == "tensorrt"}
+        cal_method = _calibration_method(calibrator)
+        options = {"MatMulConstBOnly": True, "WeightSymmetric": True, "ActivationSymmetric": target == "tensorrt",
+                   # TensorRT takes Q/DQ on the inputs of weighted products and picks their output precision itself
+                   "OpTypesToExcludeOutputQuantization": OP_TYPES if target == "tensorrt" else []}
+        ranges_cache = work / "ranges.json"  # calibrated once, read by every quantize_static call below
+        if method == "static" and calibrator in HISTOGRAM_CALIBRATORS:
+            write_histogram_ranges(fp32, calib_feeds.batches, names, calibrator, OP_TYPES, ranges_cache)
 
         def run(path: Path, exclude: list[str], only: list[str] | None = None) -> None:
             if method == "dynamic":
@@ -243,7 +246,10 @@ def quantize_bundle(bundle: str | Path, out: str | Path, calib: str | Path | Non
                 quantize_static(fp32, path, _reader(calib_feeds, names), quant_format=QuantFormat.QDQ, op_types_to_quantize=OP_TYPES,
                                 per_channel=True, activation_type=act_type, weight_type=QuantType.QInt8, calibrate_method=cal_method,
                                 nodes_to_exclude=exclude, nodes_to_quantize=only, extra_options=options,
-                                calibration_cache_path=str(work / "ranges.json"))  # fmt: skip
+                                calibration_cache_path=str(ranges_cache))  # fmt: skip
+                graph = onnx.load(str(path))
+                if float_outputs(graph):
+                    onnx.save(graph, str(path))
 
         # ONNX Runtime's quantizer suggests shape pre-processing on every call (root logger);
         # the graph's shapes are already inferred by the exporter
@@ -312,7 +318,7 @@ def quantize_bundle(bundle: str | Path, out: str | Path, calib: str | Path | Non
         }  # fmt: skip
         files = {"model.onnx": int8, "tokenizer.json": src.file("tokenizer.json")}
         if target == "tensorrt":
-            manifest.quantization["tensorrt_graph"] = _quantize_packed_graph(src, clf, texts, held, work, threads, say)
+            manifest.quantization["tensorrt_graph"] = _quantize_packed_graph(src, clf, texts, held, calibrator, work, threads, say)
             if manifest.quantization["tensorrt_graph"]:
                 files["model.trt.onnx"] = work / "model.trt.onnx"
         write_bundle(out, manifest, files)

@@ -83,8 +83,11 @@ def _probs(bundle: Path, texts: list[str]) -> np.ndarray:
 ], ids=["dynamic", "static-minmax", "static-percentile", "static-entropy", "tensorrt-qdq"])  # fmt: skip
 def test_each_method_runs_and_stays_close(setup, tmp_path, kwargs):
     calib = None if kwargs["method"] == "dynamic" else setup["train"]
-    # a tiny random model is far more fragile than a trained one: the guard asks for 90%
-    manifest = quantize_bundle(setup["fp32"], tmp_path / "q", calib, samples=100, say=lambda m: None, min_agreement=0.9, **kwargs)
+    # a tiny random model is far more fragile than a trained one (static int8 keeps about half
+    # its products in float to agree 95%); the guard asks for 95% on its 30 held-out texts,
+    # enough for 85% on the test texts with every calibrator (entropy passed 90% there and
+    # then agreed 76%)
+    manifest = quantize_bundle(setup["fp32"], tmp_path / "q", calib, samples=100, say=lambda m: None, min_agreement=0.95, **kwargs)
     q = manifest["quantization"]
     assert manifest["precision"] in ("int8-dynamic", "int8-static", "mixed")
     assert q["census"]["quantized_matmuls"] > 0 or q["census"]["quantize_linear"] > 0
@@ -96,12 +99,36 @@ def test_each_method_runs_and_stays_close(setup, tmp_path, kwargs):
     assert set(manifest["files"]) == {"model.onnx", "tokenizer.json"}
     assert q["method"] == kwargs["method"]
     assert q["embedding"] is None  # a 100-row table is below the size worth quantizing
-
-
-def test_tensorrt_target_is_symmetric_int8_qdq(setup, tmp_path):
-    quantize_bundle(setup["fp32"], tmp_path / "q", setup["train"], method="static", target="tensorrt", samples=60, say=lambda m: None,
-                    min_agreement=0.9)  # a tiny random model: the format is under test here, not the guard
     graph = onnx.load(str(tmp_path / "q" / "model.onnx")).graph
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    assert producer["logits"] not in ("DequantizeLinear", "QuantizeLinear")  # the answer is never put on an int8 grid
+
+
+@pytest.fixture(scope="module")
+def trt_quantized(setup, tmp_path_factory):
+    """The student exported with --trt, and `get(calibrator)`: it quantized for the TensorRT
+    target with that calibrator (made once) -> (bundle, manifest, what it said)."""
+    pytest.importorskip("onnxruntime_extensions")
+    root = tmp_path_factory.mktemp("trt-quantized")
+    export_bundle(setup["root"] / "ckpt", root / "fp32", max_length=48, trt=True)
+    made = {}
+
+    def get(calibrator: str):
+        if calibrator not in made:
+            notes = []
+            # a tiny random model: the format is under test here, not the guard
+            manifest = quantize_bundle(root / "fp32", root / calibrator, setup["train"], method="static", target="tensorrt",
+                                       calibrator=calibrator, samples=60, say=notes.append, min_agreement=0.6)  # fmt: skip
+            made[calibrator] = (root / calibrator, manifest, notes)
+        return made[calibrator]
+
+    get.fp32 = root / "fp32"
+    return get
+
+
+def test_tensorrt_target_is_symmetric_int8_qdq(trt_quantized):
+    bundle, _, _ = trt_quantized("minmax")
+    graph = onnx.load(str(bundle / "model.onnx")).graph
     inits = {i.name: i for i in graph.initializer}
     q_nodes = [n for n in graph.node if n.op_type == "QuantizeLinear"]
     assert q_nodes
@@ -110,22 +137,19 @@ def test_tensorrt_target_is_symmetric_int8_qdq(setup, tmp_path):
         assert zp.dtype == np.int8 and not zp.any()
 
 
-def test_tensorrt_target_quantizes_the_packed_graph_too(setup, tmp_path):
+def test_tensorrt_target_quantizes_the_packed_graph_too(setup, trt_quantized):
     """A bundle exported with --trt: its model.trt.onnx gets symmetric int8 Q/DQ on every
     weight product, keeps its plugin nodes, and stays close to the float bundle."""
-    pytest.importorskip("onnxruntime_extensions")
     from export.tensorrt.varlen_op import OP_TYPE, register_schema
     from export.tensorrt.verify import packed_session
     from runtimes.classifier import softmax
     from runtimes.tensorrt import pack
 
-    export_bundle(setup["root"] / "ckpt", tmp_path / "fp32", max_length=48, trt=True)
-    notes = []
-    manifest = quantize_bundle(tmp_path / "fp32", tmp_path / "q", setup["train"], method="static", target="tensorrt", samples=60,
-                               say=notes.append, min_agreement=0.9)  # fmt: skip
+    bundle, manifest, notes = trt_quantized("minmax")
+    fp32_dir = trt_quantized.fp32
     assert set(manifest["files"]) == {"model.onnx", "model.trt.onnx", "tokenizer.json"}
     register_schema()
-    fp32, q = onnx.load(str(tmp_path / "fp32" / "model.trt.onnx")), onnx.load(str(tmp_path / "q" / "model.trt.onnx"))
+    fp32, q = onnx.load(str(fp32_dir / "model.trt.onnx")), onnx.load(str(bundle / "model.trt.onnx"))
     onnx.checker.check_model(q, full_check=True)
     assert [n.attribute for n in q.graph.node if n.op_type == OP_TYPE] == [n.attribute for n in fp32.graph.node if n.op_type == OP_TYPE]
     weights = {i.name for i in fp32.graph.initializer}
@@ -138,12 +162,15 @@ def test_tensorrt_target_quantizes_the_packed_graph_too(setup, tmp_path):
     for n in q.graph.node:
         if n.op_type == "QuantizeLinear":  # activations: one int8 scale per tensor, zero point 0 (symmetric)
             assert inits[n.input[2]].dtype == np.int8 and not inits[n.input[2]].any() and inits[n.input[1]].size == 1
+    for graph in (q, onnx.load(str(bundle / "model.onnx"))):  # Q/DQ on the products' inputs only, as TensorRT places it
+        producer = {o: n.op_type for n in graph.graph.node for o in n.output}
+        assert not [n.input[0] for n in graph.graph.node if n.op_type == "QuantizeLinear" and producer.get(n.input[0]) in ("MatMul", "Gemm")]
     # the activation scales come from the calibration texts run packed: the first product's
     # input (the embeddings' LayerNorm) reaches max |x| = 127 * its scale on them
     from calibrate.data import sample_texts
     from calibrate.packed import expand_attention, packed_batches
 
-    clf = runtimes.load(tmp_path / "fp32")
+    clf = runtimes.load(fp32_dir)
     first = next(n for n in fp32.graph.node if n.op_type in ("Gemm", "MatMul") and n.input[1] in weights)
     probe = expand_attention(fp32)
     probe.graph.output.append(onnx.helper.make_tensor_value_info(first.input[0], onnx.TensorProto.FLOAT, None))
@@ -156,15 +183,19 @@ def test_tensorrt_target_quantizes_the_packed_graph_too(setup, tmp_path):
     # (the padded graph's own Q/DQ lands about as far from fp32 on it)
     texts = _texts(setup["test"])
     ids, cu, longest = pack(clf.pad([e.ids for e in clf.tokenizer.encode_batch(texts)]))
-    got = softmax(packed_session(tmp_path / "q" / "model.trt.onnx").run(
+    got = softmax(packed_session(bundle / "model.trt.onnx").run(
         ["logits"], {"input_ids": ids, "cu_seqlens": cu, "max_seqlen": np.zeros(longest, dtype=np.int32)})[0])  # fmt: skip
-    ref = _probs(tmp_path / "fp32", texts)
+    ref = _probs(fp32_dir, texts)
     assert np.abs(got - ref).mean() < 0.1 and (got.argmax(-1) == ref.argmax(-1)).mean() >= 0.7
-    assert manifest["quantization"]["tensorrt_graph"]["agreement"] >= 0.6
+    # the recorded agreement is the float and int8 graphs' on the held-out half of the calibration texts
+    held_out = pack(clf.pad([e.ids for e in clf.tokenizer.encode_batch(sample_texts(setup["train"], 60, 0)[:30])]))
+    feed = {"input_ids": held_out[0], "cu_seqlens": held_out[1], "max_seqlen": np.zeros(held_out[2], dtype=np.int32)}
+    p32, p8 = (packed_session(d / "model.trt.onnx").run(["logits"], feed)[0].argmax(-1) for d in (fp32_dir, bundle))
+    assert manifest["quantization"]["tensorrt_graph"]["agreement"] == pytest.approx((p32 == p8).mean(), abs=1 / 30 + 1e-9)
     # what the engine builder parses for int8: the same, with the attention cast to float16
     from export.tensorrt.engine import network_graph
 
-    g8 = onnx.load_from_string(network_graph(tmp_path / "q" / "model.trt.onnx", "jit", "int8"))
+    g8 = onnx.load_from_string(network_graph(bundle / "model.trt.onnx", "jit", "int8"))
     onnx.checker.check_model(g8)
     producer = {o: n for n in g8.graph.node for o in n.output}
     attention = [n for n in g8.graph.node if n.op_type == OP_TYPE]
@@ -174,6 +205,29 @@ def test_tensorrt_target_quantizes_the_packed_graph_too(setup, tmp_path):
         ["logits"], {"input_ids": ids, "cu_seqlens": cu, "max_seqlen": np.zeros(longest, dtype=np.int32)})[0])  # fmt: skip
     # float16 rounding before a quantizer moves the odd borderline int8 value on this fragile model
     assert np.abs(got16 - got).mean() < 0.03 and (got16.argmax(-1) == got.argmax(-1)).mean() >= 0.85
+
+
+def _activation_scales(path: Path) -> dict[str, float]:
+    graph = onnx.load(str(path)).graph
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    return {n.input[0]: float(inits[n.input[1]]) for n in graph.node if n.op_type == "QuantizeLinear" and inits[n.input[1]].size == 1}
+
+
+@pytest.mark.parametrize("calibrator", ["percentile", "entropy"])
+def test_histogram_calibrators_clip_both_graphs(trt_quantized, calibrator):
+    """Percentile and entropy set the ranges of the padded graph and of the packed one
+    (whose batches differ in shape) from their histograms: no range above min-max, and
+    entropy, weighing thresholds on a 2,048-bin histogram, clips most tensors."""
+    bundle, manifest, notes = trt_quantized(calibrator)
+    assert manifest["quantization"]["calibrator"] == manifest["quantization"]["tensorrt_graph"]["calibrator"] == calibrator
+    assert any(f"Q/DQ, {calibrator} ranges)" in n for n in notes), notes
+    for graph in ("model.onnx", "model.trt.onnx"):
+        ref, got = _activation_scales(trt_quantized("minmax")[0] / graph), _activation_scales(bundle / graph)
+        assert set(got) == set(ref) and len(ref) >= 10
+        ratio = np.array([got[t] / ref[t] for t in ref])
+        assert (ratio <= 1 + 1e-6).all(), (graph, ratio)
+        clipped = (ratio < 0.99).mean()
+        assert clipped >= (0.5 if calibrator == "entropy" else 0), (graph, ratio)
 
 
 def test_int8_embedding_table_matches_the_float_one(setup, tmp_path):

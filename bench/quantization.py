@@ -88,6 +88,17 @@ def optimum_bundle(fp32: Path, out: Path, python: str, isa: str) -> None:
         write_bundle(out, manifest, {"model.onnx": produced, "tokenizer.json": src.file("tokenizer.json")})
 
 
+def student_set(spec: str, data: Path, limit: int) -> tuple[str, str, list[dict], Path, str]:
+    """SET=CHECKPOINT -> the set's name, the checkpoint, its first `limit` test rows, the
+    calibration file and the sha256 of the student's weights."""
+    name, ckpt = spec.split("=", 1)
+    rows = [json.loads(line) for line in (data / name / "test.jsonl").read_text().splitlines()[:limit]]
+    # calibration text the student never trained on where the set has some (dev): the
+    # agreement check is optimistic on its own training pool (measured on yahoo_answers)
+    calib = next(p for p in (data / name / "dev.jsonl", data / name / "train.jsonl") if p.is_file())
+    return name, ckpt, rows, calib, hashlib.sha256((Path(ckpt) / "model.safetensors").read_bytes()).hexdigest()
+
+
 def measure(bundle: Path, texts: list[str], gold: np.ndarray | None, ref: np.ndarray | None, threads: int) -> dict:
     """Accuracy and agreement with fp32 (`ref`) on all test texts, at batch 32."""
     import runtimes
@@ -139,12 +150,10 @@ def main() -> None:
     args = ap.parse_args()
 
     from rich.console import Console
-    from rich.table import Table
 
     from calibrate.quantize import quantize_bundle
     from nanonet.errors import NanonetError
     from export.bundle import export_bundle
-    from nanonet.fsutil import atomic_write_text
 
     console = Console(width=150)
     isa = cpu_isa()
@@ -152,13 +161,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="nanonet-qbench-") as tmp:
         work = Path(tmp)
         for spec in args.student:
-            name, ckpt = spec.split("=", 1)
-            rows_in = [json.loads(line) for line in (args.data / name / "test.jsonl").read_text().splitlines()[: args.limit]]
+            name, ckpt, rows_in, calib, weights_digest = student_set(spec, args.data, args.limit)
             texts = [r["text"] for r in rows_in]
-            # calibration text the student never trained on where the set has some (dev): the
-            # agreement check is optimistic on its own training pool (measured on yahoo_answers)
-            calib = next(p for p in (args.data / name / "dev.jsonl", args.data / name / "train.jsonl") if p.is_file())
-            weights_digest = hashlib.sha256((Path(ckpt) / "model.safetensors").read_bytes()).hexdigest()
             with console.status(f"{name}: export"):
                 export_bundle(ckpt, work / name / "fp32")
             labels = json.loads((work / name / "fp32" / "manifest.json").read_text())["labels"]
@@ -227,23 +231,31 @@ def main() -> None:
         # (the same weights, wherever the checkpoint lies now) stay
         rows = [r for r in kept if r["set"] not in students or r.get("student_sha256") == students[r["set"]]] + rows
     fp32 = {r["set"]: r for r in rows if r["variant"] == "fp32"}
-    table = Table(title=f"int8 variants, {args.threads} threads, batch 32, CPU {isa}", title_justify="left")
-    lines = ["| set | variant | accuracy (%) | vs fp32 (points) | agreement (%) | docs/s | speed vs fp32 | model MB | size vs fp32 |",
-             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for col in ("set", "variant", "acc %", "vs fp32", "agree %", "docs/s", "speed", "MB", "size"):
-        table.add_column(col)
-    for r in rows:
-        f = fp32[r["set"]]
-        cells = [r["set"], r["variant"], f"{100 * r['accuracy']:.2f}", f"{100 * (r['accuracy'] - f['accuracy']):+.2f}",
-                 f"{100 * r['agreement']:.2f}", f"{r['docs_per_second']:.1f}", f"{r['speed_vs_fp32']:.2f}x",
-                 f"{r['model_mb']:.1f}", f"{r['model_mb'] / f['model_mb']:.2f}"]  # fmt: skip
-        table.add_row(*cells)
-        lines.append("| " + " | ".join(cells) + " |")
-    console.print(table)
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.results, json.dumps({"isa": isa, "threads": args.threads, "rows": rows}, indent=2) + "\n")
-    atomic_write_text(args.results.with_suffix(".md"), "\n".join(lines) + "\n")
+    cells = [[r["set"], r["variant"], f"{100 * r['accuracy']:.2f}", f"{100 * (r['accuracy'] - fp32[r['set']]['accuracy']):+.2f}",
+              f"{100 * r['agreement']:.2f}", f"{r['docs_per_second']:.1f}", f"{r['speed_vs_fp32']:.2f}x",
+              f"{r['model_mb']:.1f}", f"{r['model_mb'] / fp32[r['set']]['model_mb']:.2f}"] for r in rows]  # fmt: skip
+    publish(console, f"int8 variants, {args.threads} threads, batch 32, CPU {isa}",
+            ["set", "variant", "accuracy (%)", "vs fp32 (points)", "agreement (%)", "docs/s", "speed vs fp32", "model MB", "size vs fp32"],
+            cells, args.results, {"isa": isa, "threads": args.threads, "rows": rows})  # fmt: skip
 
+
+def publish(console, title: str, headers: list[str], cells: list[list[str]], results: Path, payload: dict) -> None:
+    """Print the rows as a table; write `payload` to `results` (JSON) and the table beside it (.md)."""
+    from rich.table import Table
+
+    from nanonet.fsutil import atomic_write_text
+
+    table = Table(title=title, title_justify="left")
+    for header in headers:
+        table.add_column(header)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in cells:
+        table.add_row(*row)
+        lines.append("| " + " | ".join(row) + " |")
+    console.print(table)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(results, json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(results.with_suffix(".md"), "\n".join(lines) + "\n")
 
 if __name__ == "__main__":
     main()

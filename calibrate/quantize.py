@@ -309,6 +309,7 @@ def quantize_bundle(bundle: str | Path, out: str | Path, calib: str | Path | Non
             layer["outlier_channels"] = {k: c for k, c in (split or {}).get("channels", {}).items() if _layer_of(k) == i}
         manifest.quantization = {
             "method": method, "calibrator": calibrator if method == "static" else None, "target": target,
+            "calibrator_options": HISTOGRAM_CALIBRATORS.get(calibrator) if method == "static" else None,
             "activations": None if method == "dynamic" else ("int8 symmetric" if target == "tensorrt" else "uint8"),
             "weights": "int8 per-channel symmetric" + (", 7-bit range" if weight_bits == 7 else ""), "weight_bits": weight_bits, "calibration": {"file": str(calib) if calib else None, "samples": len(texts) - held,
                                                                      "held_out": held, "seed": seed},

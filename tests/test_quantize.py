@@ -220,6 +220,7 @@ def test_histogram_calibrators_clip_both_graphs(trt_quantized, calibrator):
     entropy, weighing thresholds on a 2,048-bin histogram, clips most tensors."""
     bundle, manifest, notes = trt_quantized(calibrator)
     assert manifest["quantization"]["calibrator"] == manifest["quantization"]["tensorrt_graph"]["calibrator"] == calibrator
+    assert manifest["quantization"]["calibrator_options"]["num_bins"] == 2048
     assert any(f"Q/DQ, {calibrator} ranges)" in n for n in notes), notes
     for graph in ("model.onnx", "model.trt.onnx"):
         ref, got = _activation_scales(trt_quantized("minmax")[0] / graph), _activation_scales(bundle / graph)

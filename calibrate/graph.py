@@ -64,28 +64,28 @@ def float_outputs(model) -> list[str]:
     """Take out the Quantize -> Dequantize pair that ends in a graph output, in place: the
     output is its producer's float value again. Returns the outputs changed."""
     producer = {o: n for n in model.graph.node for o in n.output}
-    uses = Counter(i for n in model.graph.node for i in n.input) + Counter(o.name for o in model.graph.output)
-    changed, dropped = [], []
-    for out in [o.name for o in model.graph.output]:
+    outputs = [o.name for o in model.graph.output]
+    uses = Counter(i for n in model.graph.node for i in n.input) + Counter(outputs)
+    changed, pairs, renamed = [], [], set()
+    for out in outputs:
         dq = producer.get(out)
         q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
         if q is None or q.op_type != "QuantizeLinear" or uses[q.output[0]] != 1 or uses[q.input[0]] != 1 or q.input[0] not in producer:
             continue
         source = producer[q.input[0]]
         source.output[list(source.output).index(q.input[0])] = out
-        dropped += [q, dq, q.input[0]]
+        pairs += [q, dq]
+        renamed.add(q.input[0])
         changed.append(out)
-    for node in [d for d in dropped if not isinstance(d, str)]:
+    for node in pairs:
         model.graph.node.remove(node)
-    used = {i for n in model.graph.node for i in n.input}
-    inits = [i for i in model.graph.initializer if i.name in used or i.name in {o.name for o in model.graph.output}]
-    if len(inits) < len(model.graph.initializer):  # the pair's scale and zero point
-        del model.graph.initializer[:]
-        model.graph.initializer.extend(inits)
-    names = {d for d in dropped if isinstance(d, str)}
-    kept = [v for v in model.graph.value_info if v.name not in names]
-    del model.graph.value_info[:]
-    model.graph.value_info.extend(kept)
+    used = {i for n in model.graph.node for i in n.input} | set(outputs)
+    for field, drop in ((model.graph.initializer, lambda t: t.name not in used),  # the pairs' scales and zero points
+                        (model.graph.value_info, lambda t: t.name in renamed)):  # fmt: skip
+        kept = [t for t in field if not drop(t)]
+        if len(kept) < len(field):
+            del field[:]
+            field.extend(kept)
     return changed
 
 

@@ -150,8 +150,8 @@ def quantize_packed(src, out, calib: list[dict], check: list[dict], work, thread
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     from calibrate.graph import float_outputs
-    from calibrate.quantize import OP_TYPES, _calibration_method, _probs, _reader
-    from calibrate.ranges import HISTOGRAM_CALIBRATORS, write_histogram_ranges
+    from calibrate.quantize import OP_TYPES, _probs, _reader
+    from calibrate.ranges import HISTOGRAM_CALIBRATORS, calibration_method, write_histogram_ranges
 
     names = ["input_ids", "cu_seqlens", "max_seqlen"]
     work = Path(work)
@@ -166,7 +166,7 @@ def quantize_packed(src, out, calib: list[dict], check: list[dict], work, thread
     if calibrator in HISTOGRAM_CALIBRATORS:  # packed batches differ in shape: calibrate/ranges.py
         write_histogram_ranges(expanded, calib, names, calibrator, OP_TYPES, cache)
     quantize_static(expanded, quantized, _reader(SimpleNamespace(batches=calib), names), quant_format=QuantFormat.QDQ, op_types_to_quantize=OP_TYPES, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=_calibration_method(calibrator),
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=calibration_method(calibrator),
                     nodes_to_exclude=attention, calibration_cache_path=str(cache),
                     extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True, "ActivationSymmetric": True,
                                    "OpTypesToExcludeOutputQuantization": OP_TYPES})  # fmt: skip

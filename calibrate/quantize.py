@@ -47,7 +47,7 @@ import numpy as np
 from calibrate.data import sample_texts
 from calibrate.graph import MASK_VALUE, census, check_quantized, finite_mask, float_outputs, quantize_embedding_table
 from calibrate.outliers import split_outliers
-from calibrate.ranges import HISTOGRAM_CALIBRATORS, write_histogram_ranges
+from calibrate.ranges import HISTOGRAM_CALIBRATORS, calibration_method, write_histogram_ranges
 from calibrate.smooth import activation_ranges, smooth_matmuls
 from runtimes.backends import ort_options
 from runtimes.bundle import Manifest, read_bundle, write_bundle
@@ -87,12 +87,6 @@ class _Feeds:
         ids = [e.ids for e in clf.tokenizer.encode_batch(texts)]
         order = np.argsort([len(x) for x in ids], kind="stable")
         self.batches = [clf.pad([ids[i] for i in order[s : s + batch_size]]) for s in range(0, len(order), batch_size)]
-
-
-def _calibration_method(calibrator: str):
-    from onnxruntime.quantization import CalibrationMethod
-
-    return {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}[calibrator]
 
 
 def _reader(feeds: _Feeds, names: list[str]):
@@ -228,7 +222,7 @@ def quantize_bundle(bundle: str | Path, out: str | Path, calib: str | Path | Non
             return work / "split.onnx", float_products, record
 
         act_type = QuantType.QInt8 if target == "tensorrt" else QuantType.QUInt8
-        cal_method = _calibration_method(calibrator)
+        cal_method = calibration_method(calibrator)
         options = {"MatMulConstBOnly": True, "WeightSymmetric": True, "ActivationSymmetric": target == "tensorrt",
                    # TensorRT takes Q/DQ on the inputs of weighted products and picks their output precision itself
                    "OpTypesToExcludeOutputQuantization": OP_TYPES if target == "tensorrt" else []}

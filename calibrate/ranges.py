@@ -24,6 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+def calibration_method(calibrator: str):
+    """ONNX Runtime's CalibrationMethod for a `--calibrator` name."""
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}[calibrator]
+
+
 HISTOGRAM_CALIBRATORS = {
     "percentile": {"num_bins": 2048, "percentile": 99.999},
     "entropy": {"num_bins": 2048, "num_quantized_bins": 128},
@@ -35,7 +42,7 @@ def write_histogram_ranges(model: str | Path, batches: list[dict[str, np.ndarray
     """Calibrate `model`'s inputs and outputs of `op_types` nodes on `batches` with
     `calibrator` (percentile or entropy); write the ranges to `cache` for quantize_static's
     `calibration_cache_path`."""
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
+    from onnxruntime.quantization import CalibrationDataReader
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
 
     class OneBatch(CalibrationDataReader):
@@ -46,7 +53,7 @@ def write_histogram_ranges(model: str | Path, batches: list[dict[str, np.ndarray
             batch, self.batch = self.batch, None
             return batch
 
-    method = {"percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}[calibrator]
+    method = calibration_method(calibrator)
     with tempfile.TemporaryDirectory(prefix="nanonet-calibrate-") as tmp:
         calibrator_ = create_calibrator(Path(model), op_types, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                         calibrate_method=method, extra_options=HISTOGRAM_CALIBRATORS[calibrator])  # fmt: skip

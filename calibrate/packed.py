@@ -135,13 +135,26 @@ def packed_batches(tokenizer, texts: list[str], max_tokens: int = 1024) -> list[
     return batches
 
 
+def weight_products(model) -> dict[str, str]:
+    """The packed graph's MatMul/Gemm nodes with a weight -> the parameter they multiply by,
+    named as in the padded graph's record ('encoder.layers.0.fc1', 'head')."""
+    inits = {i.name for i in model.graph.initializer}
+    return {n.name: n.input[1].removeprefix("model.").removesuffix(".weight") for n in model.graph.node
+            if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1 and n.input[1] in inits}  # fmt: skip
+
+
 def quantize_packed(src, out, calib: list[dict], check: list[dict], work, threads: int | None = None,
-                    calibrator: str = "minmax") -> dict:
+                    calibrator: str = "minmax", min_agreement: float | None = None, say=lambda message: None) -> dict:  # fmt: skip
     """model.trt.onnx -> explicit symmetric int8 Q/DQ on every matrix multiplication with a
     weight (per-channel weights, per-tensor activations from `calib` by `calibrator`; on
     the products' inputs, their outputs float), the form a strongly typed TensorRT network
-    builds int8 kernels from; the attention stays float in the plugin. Returns its record:
-    agreement with the float graph on `check`, Q/DQ census."""
+    builds int8 kernels from; the attention stays float in the plugin.
+
+    With `check` texts and `min_agreement`, the same guard as the padded graph's: when the
+    int8 graph agrees with the float one on fewer of them, each product is scored by how far
+    quantizing it alone moves the probabilities, and the most sensitive stay float (float32
+    in the engine), one more at a time, until the agreement is reached. Returns its record:
+    agreement, the products kept float, Q/DQ census."""
     from collections import Counter
     from pathlib import Path
     from types import SimpleNamespace
@@ -150,37 +163,57 @@ def quantize_packed(src, out, calib: list[dict], check: list[dict], work, thread
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     from calibrate.graph import float_outputs
+    from calibrate.mixed import keep_sensitive_in_float
     from calibrate.quantize import OP_TYPES, _probs, _reader
     from calibrate.ranges import HISTOGRAM_CALIBRATORS, calibration_method, write_histogram_ranges
 
     names = ["input_ids", "cu_seqlens", "max_seqlen"]
     work = Path(work)
     model = onnx.load(str(src))
+    products = weight_products(model)
     expanded = work / "packed_expanded.onnx"
     onnx.save(expand_attention(model), str(expanded))
 
     quantized = work / "packed_qdq_expanded.onnx"
     # the attention's own products stay float, in the plugin: only the expansion computes them here
     attention = [n.name for n in onnx.load(str(expanded)).graph.node if EXPANDED in n.name]
-    cache = work / "packed_ranges.json"
+    cache = work / "packed_ranges.json"  # min-max: written by the first quantize_static call, read by the rest
     if calibrator in HISTOGRAM_CALIBRATORS:  # packed batches differ in shape: calibrate/ranges.py
         write_histogram_ranges(expanded, calib, names, calibrator, OP_TYPES, cache)
-    quantize_static(expanded, quantized, _reader(SimpleNamespace(batches=calib), names), quant_format=QuantFormat.QDQ, op_types_to_quantize=OP_TYPES, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=calibration_method(calibrator),
-                    nodes_to_exclude=attention, calibration_cache_path=str(cache),
-                    extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True, "ActivationSymmetric": True,
-                                   "OpTypesToExcludeOutputQuantization": OP_TYPES})  # fmt: skip
-    q = onnx.load(str(quantized))
-    if float_outputs(q):
-        onnx.save(q, str(quantized))
-    onnx.save(collapse_attention(q, model), str(out))
 
-    record = {"calibrator": calibrator, "census": dict(Counter(n.op_type for n in q.graph.node if n.op_type.endswith("Linear")))}
+    def run(path: Path, exclude: list[str], only: list[str] | None = None) -> None:
+        quantize_static(expanded, path, _reader(SimpleNamespace(batches=calib), names), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=OP_TYPES, per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=calibration_method(calibrator), nodes_to_exclude=attention + exclude, nodes_to_quantize=only,
+                        calibration_cache_path=str(cache),
+                        extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True, "ActivationSymmetric": True,
+                                       "OpTypesToExcludeOutputQuantization": OP_TYPES})  # fmt: skip
+        graph = onnx.load(str(path))
+        if float_outputs(graph):
+            onnx.save(graph, str(path))
+
+    kept: list[str] = []
+    run(quantized, kept)
+    record: dict = {"calibrator": calibrator}
+    if check:
+        feeds = SimpleNamespace(batches=check)
+        ref = _probs(expanded, feeds, names, threads)
+        agree = lambda path: float((_probs(path, feeds, names, threads).argmax(-1) == ref.argmax(-1)).mean())  # noqa: E731
+        agreement = before = agree(quantized)
+        texts = int(sum(len(b["cu_seqlens"]) - 1 for b in check))
+        sensitivity = None
+        if min_agreement is not None and agreement < min_agreement:
+            kept, sensitivity, agreement = keep_sensitive_in_float("model.trt.onnx", products, run,
+                                                                   lambda path: _probs(path, feeds, names, threads), ref,
+                                                                   min_agreement, quantized, work, say)  # fmt: skip
+        got = _probs(quantized, feeds, names, threads)
+        record.update(agreement=agreement, agreement_before=before, min_agreement=min_agreement, max_prob_diff=float(np.abs(ref - got).max()),
+                      texts=texts, sensitivity={products[k]: v for k, v in sensitivity.items()} if sensitivity else None)  # fmt: skip
+    record["kept_float"] = [products[n] for n in kept]
+    q = onnx.load(str(quantized))
+    onnx.save(collapse_attention(q, model), str(out))
+    record["census"] = dict(Counter(n.op_type for n in q.graph.node if n.op_type.endswith("Linear")))
     producer = {o: n.op_type for n in q.graph.node for o in n.output}
     record["quantized_matmuls"] = sum(1 for n in q.graph.node if n.op_type in ("MatMul", "Gemm")
                                       and all(producer.get(i) == "DequantizeLinear" for i in n.input[:2]))  # fmt: skip
-    if check:
-        ref, got = (_probs(path, SimpleNamespace(batches=check), names, threads) for path in (expanded, quantized))
-        record.update(agreement=float((ref.argmax(-1) == got.argmax(-1)).mean()), max_prob_diff=float(np.abs(ref - got).max()),
-                      texts=int(sum(len(b["cu_seqlens"]) - 1 for b in check)))  # fmt: skip
     return record

@@ -25,8 +25,8 @@
 - target tensorrt: explicit symmetric int8 Q/DQ (activations and per-channel weights),
   the form TensorRT consumes; checked here through ONNX Runtime. A bundle exported with
   --trt gets its packed graph (model.trt.onnx) quantized the same way from the same
-  texts (calibrate/packed.py): that is the graph `nanonet engine` builds an int8 engine
-  from.
+  texts and under the same agreement guard (calibrate/packed.py): that is the graph
+  `nanonet engine` builds an int8 engine from.
 
 The attention mask's fill value is made finite before calibration (see graph.py), and the
 operator census of the optimized graph must show quantized matrix multiplications.
@@ -46,6 +46,7 @@ import numpy as np
 
 from calibrate.data import sample_texts
 from calibrate.graph import MASK_VALUE, census, check_quantized, finite_mask, float_outputs, quantize_embedding_table
+from calibrate.mixed import keep_sensitive_in_float
 from calibrate.outliers import split_outliers
 from calibrate.ranges import HISTOGRAM_CALIBRATORS, calibration_method, write_histogram_ranges
 from calibrate.smooth import activation_ranges, smooth_matmuls
@@ -113,10 +114,11 @@ def _probs(path: Path, feeds: _Feeds, names: list[str], threads: int | None) -> 
     return softmax(np.concatenate([s.run(["logits"], {n: b[n] for n in names})[0] for b in feeds.batches]))
 
 
-def _quantize_packed_graph(src, clf: Classifier, texts: list[str], held: int, calibrator: str, work: Path, threads: int | None,
-                           say: Callable[[str], None]) -> dict | None:  # fmt: skip
+def _quantize_packed_graph(src, clf: Classifier, texts: list[str], held: int, calibrator: str, min_agreement: float, work: Path,
+                           threads: int | None, say: Callable[[str], None]) -> dict | None:  # fmt: skip
     """The TensorRT graph of the bundle (model.trt.onnx) with int8 Q/DQ, from the same
-    calibration texts (calibrate/packed.py); None when the bundle has none."""
+    calibration texts and under the same agreement guard (calibrate/packed.py); None when
+    the bundle has none."""
     from calibrate.packed import packed_batches, quantize_packed
 
     if "model.trt.onnx" not in src.manifest.files:
@@ -124,9 +126,11 @@ def _quantize_packed_graph(src, clf: Classifier, texts: list[str], held: int, ca
         return None
     calib = packed_batches(clf.tokenizer, texts[held:] or texts)
     check = packed_batches(clf.tokenizer, texts[:held]) if held else []
-    record = quantize_packed(src.file("model.trt.onnx"), work / "model.trt.onnx", calib, check, work, threads, calibrator)
+    record = quantize_packed(src.file("model.trt.onnx"), work / "model.trt.onnx", calib, check, work, threads, calibrator, min_agreement,
+                             say)  # fmt: skip
     agreement = f", agreement with fp32 {record['agreement']:.3f} on {record['texts']} held-out texts" if check else ""
-    say(f"model.trt.onnx: {record['quantized_matmuls']} matrix multiplications int8 (explicit Q/DQ, {calibrator} ranges){agreement}")
+    kept = f", {len(record['kept_float'])} kept in float" if record["kept_float"] else ""
+    say(f"model.trt.onnx: {record['quantized_matmuls']} matrix multiplications int8 (explicit Q/DQ, {calibrator} ranges){kept}{agreement}")
     return record
 
 
@@ -272,24 +276,9 @@ def quantize_bundle(bundle: str | Path, out: str | Path, calib: str | Path | Non
                     fp32, always_float, agreement, split = unsplit, [], split["agreement_before"], None
                     run(int8, kept)
             if agreement < min_agreement:
-                say(f"agreement {agreement:.3f} < {min_agreement}: scoring each matrix multiplication's sensitivity")
-                sensitivity = {}
-                for node in matmuls:
-                    one = work / "one.onnx"
-                    run(one, [], only=[node])
-                    sensitivity[node] = float(np.abs(_probs(one, check_feeds, names, threads) - ref).mean())
-                # at least one multiplication stays int8: an all-float "int8" bundle is no answer
-                for node in sorted(sensitivity, key=sensitivity.get, reverse=True)[:-1]:
-                    kept.append(node)
-                    run(int8, kept)
-                    agreement = agree(int8)
-                    say(f"  keeping {len(kept)} in float ({matmuls[node]}): agreement {agreement:.3f}")
-                    if agreement >= min_agreement:
-                        break
-                if agreement < min_agreement:
-                    raise NanonetError(f"--min-agreement {min_agreement}: not reached on {held} held-out calibration texts even with "
-                                       f"{len(kept)} of {len(matmuls)} matrix multiplications in float (agreement {agreement:.3f}); "
-                                       "lower it, or pass more --samples")  # fmt: skip
+                kept, sensitivity, agreement = keep_sensitive_in_float("model.onnx", matmuls, run,
+                                                                       lambda p: _probs(p, check_feeds, names, threads), ref,
+                                                                       min_agreement, int8, work, say)  # fmt: skip
         ops = census(int8)
         summary = check_quantized(ops, int8, expect_activations=method == "static")
 
@@ -313,7 +302,7 @@ def quantize_bundle(bundle: str | Path, out: str | Path, calib: str | Path | Non
         }  # fmt: skip
         files = {"model.onnx": int8, "tokenizer.json": src.file("tokenizer.json")}
         if target == "tensorrt":
-            manifest.quantization["tensorrt_graph"] = _quantize_packed_graph(src, clf, texts, held, calibrator, work, threads, say)
+            manifest.quantization["tensorrt_graph"] = _quantize_packed_graph(src, clf, texts, held, calibrator, min_agreement, work, threads, say)
             if manifest.quantization["tensorrt_graph"]:
                 files["model.trt.onnx"] = work / "model.trt.onnx"
         write_bundle(out, manifest, files)

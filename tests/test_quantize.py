@@ -116,9 +116,9 @@ def trt_quantized(setup, tmp_path_factory):
     def get(calibrator: str):
         if calibrator not in made:
             notes = []
-            # a tiny random model: the format is under test here, not the guard
+            # a tiny random model: the format is under test here, not the guard (off: every product int8)
             manifest = quantize_bundle(root / "fp32", root / calibrator, setup["train"], method="static", target="tensorrt",
-                                       calibrator=calibrator, samples=60, say=notes.append, min_agreement=0.6)  # fmt: skip
+                                       calibrator=calibrator, samples=60, say=notes.append, min_agreement=1e-9)  # fmt: skip
             made[calibrator] = (root / calibrator, manifest, notes)
         return made[calibrator]
 
@@ -205,6 +205,57 @@ def test_tensorrt_target_quantizes_the_packed_graph_too(setup, trt_quantized):
         ["logits"], {"input_ids": ids, "cu_seqlens": cu, "max_seqlen": np.zeros(longest, dtype=np.int32)})[0])  # fmt: skip
     # float16 rounding before a quantizer moves the odd borderline int8 value on this fragile model
     assert np.abs(got16 - got).mean() < 0.03 and (got16.argmax(-1) == got.argmax(-1)).mean() >= 0.85
+
+
+def test_tensorrt_graph_keeps_sensitive_products_in_float_until_agreement_is_reached(setup, trt_quantized, tmp_path):
+    """The packed graph has the padded graph's guard: products scored one by one, the most
+    sensitive left without Q/DQ until the held-out agreement reaches --min-agreement."""
+    from calibrate.data import sample_texts
+    from export.tensorrt.verify import packed_session
+    from runtimes.tensorrt import pack
+
+    unguarded = trt_quantized("minmax")[1]["quantization"]["tensorrt_graph"]
+    assert unguarded["agreement"] < 0.95 and unguarded["kept_float"] == []  # this tiny random model needs the guard
+    notes = []
+    manifest = quantize_bundle(trt_quantized.fp32, tmp_path / "q", setup["train"], method="static", target="tensorrt", samples=60,
+                               say=notes.append, min_agreement=0.95)  # fmt: skip
+    record = manifest["quantization"]["tensorrt_graph"]
+    assert len(record["sensitivity"]) == 3 * 4 + 1  # every weight product scored (3 layers x 4, head)
+    assert record["agreement_before"] == unguarded["agreement"] and record["agreement"] >= 0.95 and record["kept_float"]
+    # the kept products are the most sensitive ones, without Q/DQ in the graph; the rest int8
+    ranked = sorted(record["sensitivity"], key=record["sensitivity"].get, reverse=True)
+    assert record["kept_float"] == ranked[: len(record["kept_float"])]
+    q = onnx.load(str(tmp_path / "q" / "model.trt.onnx"))
+    producer = {o: n.op_type for n in q.graph.node for o in n.output}
+    inits = {i.name for i in q.graph.initializer}
+    int8 = {}
+    for n in q.graph.node:
+        if n.op_type in ("MatMul", "Gemm"):
+            weight = n.input[1].removesuffix("_DequantizeLinear_Output")
+            if weight in inits or producer.get(n.input[1]) == "DequantizeLinear":
+                int8[weight.removeprefix("model.").removesuffix(".weight")] = producer.get(n.input[0]) == "DequantizeLinear"
+    assert {k for k, v in int8.items() if not v} == set(record["kept_float"]) and len(int8) == 13
+    assert record["quantized_matmuls"] == 13 - len(record["kept_float"])
+    assert any("model.trt.onnx: keeping 1 in float" in n for n in notes), notes
+    # the recorded agreement is the float and guarded graphs' own on the held-out texts
+    clf = runtimes.load(trt_quantized.fp32)
+    ids, cu, longest = pack(clf.pad([e.ids for e in clf.tokenizer.encode_batch(sample_texts(setup["train"], 60, 0)[:30])]))
+    feed = {"input_ids": ids, "cu_seqlens": cu, "max_seqlen": np.zeros(longest, dtype=np.int32)}
+    p32, p8 = (packed_session(d / "model.trt.onnx").run(["logits"], feed)[0].argmax(-1) for d in (trt_quantized.fp32, tmp_path / "q"))
+    assert record["agreement"] == pytest.approx((p32 == p8).mean(), abs=1 / 30 + 1e-9)
+
+
+def test_tensorrt_graph_guard_that_cannot_be_met_is_one_line_error(setup, trt_quantized, tmp_path):
+    from calibrate.data import sample_texts
+    from calibrate.packed import packed_batches, quantize_packed
+
+    tokenizer = runtimes.load(trt_quantized.fp32).tokenizer
+    texts = sample_texts(setup["train"], 60, 0)
+    calib, check = packed_batches(tokenizer, texts[30:]), packed_batches(tokenizer, texts[:30])
+    with pytest.raises(NanonetError, match=r"^model.trt.onnx: --min-agreement 1.0 not reached on 30 held-out calibration texts even "
+                                           r"with 12 of 13 matrix multiplications in float"):  # fmt: skip
+        quantize_packed(trt_quantized.fp32 / "model.trt.onnx", tmp_path / "q.onnx", calib, check, tmp_path, min_agreement=1.0)
+    assert not (tmp_path / "q.onnx").exists()
 
 
 def _activation_scales(path: Path) -> dict[str, float]:
@@ -413,7 +464,7 @@ def test_outlier_split_is_the_first_remedy_when_agreement_falls_short(setup, tmp
     said = []
     # 100% agreement is out of a tiny random model's reach: the split is tried first, then
     # float layers, then a one-line error; nothing is written
-    with pytest.raises(NanonetError, match=r"--min-agreement 1.0: not reached on 50 held-out calibration texts"):
+    with pytest.raises(NanonetError, match=r"^model.onnx: --min-agreement 1.0 not reached on 50 held-out calibration texts"):
         quantize_bundle(setup["fp32"], tmp_path / "q", setup["train"], samples=100, outlier_ratio=1.5, min_agreement=1.0, say=said.append)
     assert not (tmp_path / "q").exists()
     split = [m for m in said if "outlier channels" in m]

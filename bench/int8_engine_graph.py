@@ -9,10 +9,13 @@ the set's test texts, packed. Rows:
 
 - fp32: model.trt.onnx as exported (the reference for agreement)
 - fp16 engine graph: the same, converted for `--precision fp16`
-- int8 <calibrator>: the quantized model.trt.onnx, as `--precision int8` builds it
+- int8 <calibrator>: the quantized model.trt.onnx, as `--precision int8` builds it, every
+  weight product int8 (the agreement guard off)
+- int8 <calibrator> + guard: the same with `--min-agreement` (default 0.99): the products
+  that move the held-out calibration texts most stay float until they agree that much
 
 Columns: test accuracy, agreement with fp32, mean absolute probability difference, the
-held-out agreement the quantizer recorded, quantization seconds. No speed: the graph's
+held-out agreement the quantizer recorded, products kept float, quantization seconds. No speed: the graph's
 speed on a CPU says nothing about an engine's.
 
     python bench/int8_engine_graph.py --student yahoo_answers=RUN/student
@@ -59,6 +62,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=2000, help="test texts per set")
     ap.add_argument("--calibrators", default=",".join(CALIBRATORS))
+    ap.add_argument("--guarded", default="percentile", help="calibrators that also get a row with the agreement guard on ('' for none)")
+    ap.add_argument("--min-agreement", type=float, default=0.99, help="the guarded rows' --min-agreement")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--results", type=Path, default=RESULTS / "int8_engine_graph.json")
     args = ap.parse_args()
@@ -84,14 +89,16 @@ def main() -> None:
             gold = np.array([clf.labels.index(str(r["label"])) for r in rows_in])
             fp32_graph = (work / name / "fp32" / "model.trt.onnx").read_bytes()
             graphs = {"fp32": (fp32_graph, False, None, None), "fp16 engine graph": (network_graph(work / name / "fp32" / "model.trt.onnx", "jit", "fp16"), True, None, None)}
-            for calibrator in args.calibrators.split(","):
-                with console.status(f"{name}: quantize --target tensorrt --calibrator {calibrator}"):
+            runs = [(c, 1e-9) for c in args.calibrators.split(",")] + [(c, args.min_agreement) for c in args.guarded.split(",") if c]
+            for calibrator, min_agreement in runs:
+                label = f"int8 {calibrator}" + (f" + guard ({min_agreement})" if min_agreement > 1e-9 else "")
+                out = work / name / label.replace(" ", "_")
+                with console.status(f"{name}: quantize --target tensorrt --calibrator {calibrator} --min-agreement {min_agreement}"):
                     t0 = time.perf_counter()
-                    manifest = quantize_bundle(work / name / "fp32", work / name / calibrator, calib, method="static", calibrator=calibrator, target="tensorrt",
-                                               samples=args.samples, threads=args.threads, min_agreement=1e-9, say=lambda m: None)  # fmt: skip
+                    manifest = quantize_bundle(work / name / "fp32", out, calib, method="static", calibrator=calibrator, target="tensorrt",
+                                               samples=args.samples, threads=args.threads, min_agreement=min_agreement, say=lambda m: None)  # fmt: skip
                     seconds = time.perf_counter() - t0
-                graph = network_graph(work / name / calibrator / "model.trt.onnx", "jit", "int8")
-                graphs[f"int8 {calibrator}"] = (graph, True, manifest["quantization"]["tensorrt_graph"], seconds)
+                graphs[label] = (network_graph(out / "model.trt.onnx", "jit", "int8"), True, manifest["quantization"]["tensorrt_graph"], seconds)
             ref = None
             for label, (graph, float16, record, seconds) in graphs.items():
                 with console.status(f"{name}: measuring {label}"):
@@ -103,16 +110,18 @@ def main() -> None:
                              "accuracy": float(np.mean(pred == gold)), "agreement": float(np.mean(pred == ref.argmax(-1))),
                              "mean_abs_prob_diff": float(np.abs(probs - ref).mean()),
                              "held_out_agreement": None if record is None else record.get("agreement"),
-                             "calibrator": None if record is None else record.get("calibrator"), "quantize_seconds": seconds})  # fmt: skip
+                             "calibrator": None if record is None else record.get("calibrator"), "quantize_seconds": seconds,
+                             "kept_float": None if record is None else record.get("kept_float")})  # fmt: skip
                 console.print(f"{name} {label}: acc {rows[-1]['accuracy']:.4f} agree {rows[-1]['agreement']:.4f}")
 
     fp32 = {r["set"]: r for r in rows if r["variant"] == "fp32"}
     cells = [[r["set"], r["variant"], f"{100 * r['accuracy']:.2f}", f"{100 * (r['accuracy'] - fp32[r['set']]['accuracy']):+.2f}",
               f"{100 * r['agreement']:.2f}", f"{r['mean_abs_prob_diff']:.4f}",
               "-" if r["held_out_agreement"] is None else f"{100 * r['held_out_agreement']:.2f}",
+              "-" if r.get("kept_float") is None else str(len(r["kept_float"])),
               "-" if r["quantize_seconds"] is None else f"{r['quantize_seconds']:.0f}"] for r in rows]  # fmt: skip
     publish(console, "TensorRT graphs as the builder makes them, run on a CPU (ONNX Runtime, plugin reference op)",
-            ["set", "graph", "accuracy (%)", "vs fp32 (points)", "agreement (%)", "mean abs prob diff", "held-out agreement (%)", "quantize s"],
+            ["set", "graph", "accuracy (%)", "vs fp32 (points)", "agreement (%)", "mean abs prob diff", "held-out agreement (%)", "kept float", "quantize s"],
             cells, args.results, {"threads": args.threads, "samples": args.samples, "rows": rows})  # fmt: skip
 
 if __name__ == "__main__":

@@ -17,15 +17,16 @@ from runtimes.errors import NanonetError
 
 
 def keep_sensitive_in_float(graph: str, products: dict[str, str], quantize: Callable[..., None], probs: Callable[[Path], np.ndarray],
-                            ref: np.ndarray, min_agreement: float, out: Path, work: Path, say: Callable[[str], None],
+                            ref: np.ndarray, all_int8: float, min_agreement: float, out: Path, work: Path, say: Callable[[str], None],
                             ) -> tuple[list[str], dict[str, float], float]:  # fmt: skip
     """`graph`: its name in messages; `products`: node -> parameter name; `quantize(path,
     exclude, only=None)` writes the graph quantized without the `exclude` nodes (or only
     the `only` ones); `probs(path)`: its probabilities on the held-out texts, `ref` the
-    float graph's. Leaves the mixed graph at `out`; returns (nodes kept float, sensitivity
-    per node, agreement). A one-line error when even one int8 product is too many."""
+    float graph's; `all_int8`: the agreement with every product int8. Leaves the mixed
+    graph at `out`; returns (nodes kept float, sensitivity per node, agreement). A one-line
+    error when even one int8 product is too many."""
     agreement = lambda path: float((probs(path).argmax(-1) == ref.argmax(-1)).mean())  # noqa: E731
-    say(f"{graph}: agreement {agreement(out):.3f} < {min_agreement}: scoring each matrix multiplication's sensitivity")
+    say(f"{graph}: agreement {all_int8:.3f} < {min_agreement}: scoring each matrix multiplication's sensitivity")
     sensitivity = {}
     for node in products:
         one = work / "one_product.onnx"

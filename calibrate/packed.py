@@ -204,7 +204,7 @@ def quantize_packed(src, out, calib: list[dict], check: list[dict], work, thread
         sensitivity = None
         if min_agreement is not None and agreement < min_agreement:
             kept, sensitivity, agreement = keep_sensitive_in_float("model.trt.onnx", products, run,
-                                                                   lambda path: _probs(path, feeds, names, threads), ref,
+                                                                   lambda path: _probs(path, feeds, names, threads), ref, agreement,
                                                                    min_agreement, quantized, work, say)  # fmt: skip
         got = _probs(quantized, feeds, names, threads)
         record.update(agreement=agreement, agreement_before=before, min_agreement=min_agreement, max_prob_diff=float(np.abs(ref - got).max()),

@@ -277,7 +277,7 @@ def quantize_bundle(bundle: str | Path, out: str | Path, calib: str | Path | Non
                     run(int8, kept)
             if agreement < min_agreement:
                 kept, sensitivity, agreement = keep_sensitive_in_float("model.onnx", matmuls, run,
-                                                                       lambda p: _probs(p, check_feeds, names, threads), ref,
+                                                                       lambda p: _probs(p, check_feeds, names, threads), ref, agreement,
                                                                        min_agreement, int8, work, say)  # fmt: skip
         ops = census(int8)
         summary = check_quantized(ops, int8, expect_activations=method == "static")

@@ -197,16 +197,15 @@ def quantize_packed(src, out, calib: list[dict], check: list[dict], work, thread
     record: dict = {"calibrator": calibrator}
     if check:
         feeds = SimpleNamespace(batches=check)
-        ref = _probs(expanded, feeds, names, threads)
-        agree = lambda path: float((_probs(path, feeds, names, threads).argmax(-1) == ref.argmax(-1)).mean())  # noqa: E731
-        agreement = before = agree(quantized)
+        probs = lambda path: _probs(path, feeds, names, threads)  # noqa: E731
+        ref, got = probs(expanded), probs(quantized)
+        agreement = before = float((got.argmax(-1) == ref.argmax(-1)).mean())
         texts = int(sum(len(b["cu_seqlens"]) - 1 for b in check))
         sensitivity = None
         if min_agreement is not None and agreement < min_agreement:
-            kept, sensitivity, agreement = keep_sensitive_in_float("model.trt.onnx", products, run,
-                                                                   lambda path: _probs(path, feeds, names, threads), ref, agreement,
-                                                                   min_agreement, quantized, work, say)  # fmt: skip
-        got = _probs(quantized, feeds, names, threads)
+            kept, sensitivity, agreement = keep_sensitive_in_float("model.trt.onnx", products, run, probs, ref, agreement, min_agreement,
+                                                                   quantized, work, say)  # fmt: skip
+            got = probs(quantized)
         record.update(agreement=agreement, agreement_before=before, min_agreement=min_agreement, max_prob_diff=float(np.abs(ref - got).max()),
                       texts=texts, sensitivity={products[k]: v for k, v in sensitivity.items()} if sensitivity else None)  # fmt: skip
     record["kept_float"] = [products[n] for n in kept]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from runtimes.errors import NanonetError
-from runtimes.texts import iter_records
+from nanonet.runtimes.errors import NanonetError
+from nanonet.runtimes.texts import iter_records
 
 
 def sample_texts(path: str | Path, n: int, seed: int = 0, text_col: str = "text") -> list[str]:

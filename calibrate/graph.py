@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtimes.errors import NanonetError
+from nanonet.runtimes.errors import NanonetError
 
 MASK_VALUE = -1e4  # exp(-1e4) is 0 in float32; attention scores are orders of magnitude smaller
 QUANTIZED_MATMULS = {"QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QGemm", "QAttention"}

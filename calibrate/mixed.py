@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from runtimes.errors import NanonetError
+from nanonet.runtimes.errors import NanonetError
 
 
 def keep_sensitive_in_float(graph: str, products: dict[str, str], quantize: Callable[..., None], probs: Callable[[Path], np.ndarray],

@@ -115,8 +115,8 @@ def _expand(node, p: str):
 def packed_batches(tokenizer, texts: list[str], max_tokens: int = 1024) -> list[dict[str, np.ndarray]]:
     """The packed graph's feeds for `texts` (tokenized as the runtime does), in length order,
     about `max_tokens` tokens a batch: input_ids [T], cu_seqlens [B+1], max_seqlen [S]."""
-    from runtimes.classifier import pad_rows
-    from runtimes.tensorrt import pack
+    from nanonet.runtimes.classifier import pad_rows
+    from nanonet.runtimes.tensorrt import pack
 
     def packed(rows: list[list[int]]) -> dict[str, np.ndarray]:
         input_ids, cu_seqlens, longest = pack(pad_rows(rows))
@@ -162,10 +162,10 @@ def quantize_packed(src, out, calib: list[dict], check: list[dict], work, thread
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    from calibrate.graph import float_outputs
-    from calibrate.mixed import keep_sensitive_in_float
-    from calibrate.quantize import OP_TYPES, _probs, _reader
-    from calibrate.ranges import HISTOGRAM_CALIBRATORS, calibration_method, write_histogram_ranges
+    from nanonet.calibrate.graph import float_outputs
+    from nanonet.calibrate.mixed import keep_sensitive_in_float
+    from nanonet.calibrate.quantize import OP_TYPES, _probs, _reader
+    from nanonet.calibrate.ranges import HISTOGRAM_CALIBRATORS, calibration_method, write_histogram_ranges
 
     names = ["input_ids", "cu_seqlens", "max_seqlen"]
     work = Path(work)

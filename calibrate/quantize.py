@@ -44,16 +44,16 @@ from typing import Callable
 
 import numpy as np
 
-from calibrate.data import sample_texts
-from calibrate.graph import MASK_VALUE, census, check_quantized, finite_mask, float_outputs, quantize_embedding_table
-from calibrate.mixed import keep_sensitive_in_float
-from calibrate.outliers import split_outliers
-from calibrate.ranges import HISTOGRAM_CALIBRATORS, calibration_method, write_histogram_ranges
-from calibrate.smooth import activation_ranges, smooth_matmuls
-from runtimes.backends import ort_options
-from runtimes.bundle import Manifest, read_bundle, write_bundle
-from runtimes.classifier import Classifier, softmax
-from runtimes.errors import NanonetError
+from nanonet.calibrate.data import sample_texts
+from nanonet.calibrate.graph import MASK_VALUE, census, check_quantized, finite_mask, float_outputs, quantize_embedding_table
+from nanonet.calibrate.mixed import keep_sensitive_in_float
+from nanonet.calibrate.outliers import split_outliers
+from nanonet.calibrate.ranges import HISTOGRAM_CALIBRATORS, calibration_method, write_histogram_ranges
+from nanonet.calibrate.smooth import activation_ranges, smooth_matmuls
+from nanonet.runtimes.backends import ort_options
+from nanonet.runtimes.bundle import Manifest, read_bundle, write_bundle
+from nanonet.runtimes.classifier import Classifier, softmax
+from nanonet.runtimes.errors import NanonetError
 
 METHODS = ("dynamic", "static")
 CALIBRATORS = ("minmax", "percentile", "entropy")
@@ -119,7 +119,7 @@ def _quantize_packed_graph(src, clf: Classifier, texts: list[str], held: int, ca
     """The TensorRT graph of the bundle (model.trt.onnx) with int8 Q/DQ, from the same
     calibration texts and under the same agreement guard (calibrate/packed.py); None when
     the bundle has none."""
-    from calibrate.packed import packed_batches, quantize_packed
+    from nanonet.calibrate.packed import packed_batches, quantize_packed
 
     if "model.trt.onnx" not in src.manifest.files:
         say("the bundle has no model.trt.onnx (export it with --trt): only model.onnx was quantized")

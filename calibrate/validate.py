@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtimes.classifier import load
-from runtimes.errors import NanonetError
-from runtimes.texts import iter_records
+from nanonet.runtimes.classifier import load
+from nanonet.runtimes.errors import NanonetError
+from nanonet.runtimes.texts import iter_records
 
 FLIPS_SHOWN = 5
 

@@ -9,11 +9,11 @@ import tempfile
 from pathlib import Path
 
 from nanonet import __version__
-from nanonet.errors import NanonetError
+from nanonet.runtimes.errors import NanonetError
 from nanonet.model.checkpoint import load_checkpoint
 from nanonet.model.encoder import NanoClassifier
-from runtimes.bundle import Manifest, write_bundle
-from export.onnx_export import DEFAULT_ROUTE, export_verified
+from nanonet.runtimes.bundle import Manifest, write_bundle
+from nanonet.export.onnx_export import DEFAULT_ROUTE, export_verified
 
 
 def bundle_tokenizer(tokenizer_file: Path, max_length: int) -> tuple[bytes, int]:
@@ -75,7 +75,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, max_length: int | Non
         tokenizer, pad_id = bundle_tokenizer(ckpt.tokenizer_file, max_length)
         files = {"model.onnx": onnx_path, "tokenizer.json": tokenizer}
         if trt:
-            from export.tensorrt.verify import export_packed_verified
+            from nanonet.export.tensorrt.verify import export_packed_verified
 
             files["model.trt.onnx"], facts["tensorrt"] = export_packed_verified(model, max_length, work)
         manifest = Manifest(

@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nanonet.errors import NanonetError
+from nanonet.runtimes.errors import NanonetError
 from nanonet.extras import require
 from nanonet.model.encoder import NanoClassifier
-from export.padded import PaddedClassifier
-from runtimes.classifier import pad_rows
+from nanonet.export.padded import PaddedClassifier
+from nanonet.runtimes.classifier import pad_rows
 
 ROUTES = ("dynamo", "legacy")
 DEFAULT_ROUTE = "dynamo"

@@ -1,16 +1,13 @@
 """nanonet: small text classifiers from very few labels, shipped to devices.
 
-Importing the package is cheap and torch-free; the model, training and export
-code live in submodules that import their heavy dependencies themselves.
+Importing the package is cheap: no torch, numpy or onnxruntime. The layers live in
+subpackages that import their own dependencies, from the ground up:
+nanonet.runtimes (torch-free inference), nanonet.calibrate, nanonet.model / data /
+train (torch), nanonet.export, and the command line, nanonet.cli.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+__version__ = "0.1.0"
 
-try:
-    __version__ = version("nanonet")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+unknown"
-
-from nanonet.errors import NanonetError  # noqa: E402
+from nanonet.runtimes.errors import NanonetError  # noqa: E402
 
 __all__ = ["NanonetError", "__version__"]

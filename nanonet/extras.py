@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from nanonet.errors import NanonetError
+from nanonet.runtimes.errors import NanonetError
 
 # module -> the extra that carries it
 EXTRA_OF = {

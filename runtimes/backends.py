@@ -16,8 +16,8 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from runtimes.bundle import Bundle
-from runtimes.errors import NanonetError
+from nanonet.runtimes.bundle import Bundle
+from nanonet.runtimes.errors import NanonetError
 
 
 class Backend(Protocol):
@@ -86,13 +86,13 @@ def _ort_unavailable(bundle: Bundle) -> str | None:
 
 
 def _tensorrt(bundle: Bundle, threads: int | None) -> Backend:
-    from runtimes.tensorrt import TensorRTBackend
+    from nanonet.runtimes.tensorrt import TensorRTBackend
 
     return TensorRTBackend(bundle, threads)
 
 
 def _tensorrt_unavailable(bundle: Bundle) -> str | None:
-    from runtimes.tensorrt import unavailable
+    from nanonet.runtimes.tensorrt import unavailable
 
     return unavailable(bundle)
 

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from runtimes.classifier import load
+from nanonet.runtimes.classifier import load
 
 
 def peak_rss_mb() -> float:

@@ -17,8 +17,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtimes.errors import NanonetError
-from runtimes.fsutil import atomic_dir
+from nanonet.runtimes.errors import NanonetError
+from nanonet.runtimes.fsutil import atomic_dir
 
 FORMAT = "nanonet-bundle"
 VERSION = 1

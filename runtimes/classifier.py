@@ -10,9 +10,9 @@ from typing import Sequence
 
 import numpy as np
 
-from runtimes.backends import open_backend
-from runtimes.bundle import Bundle, read_bundle
-from runtimes.errors import NanonetError
+from nanonet.runtimes.backends import open_backend
+from nanonet.runtimes.bundle import Bundle, read_bundle
+from nanonet.runtimes.errors import NanonetError
 
 
 @dataclass

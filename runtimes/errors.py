@@ -1,7 +1,7 @@
 """The one exception type the CLI turns into a one-line message and a non-zero exit.
 
-Defined here, in the torch-free runtime, so that bundles and backends raise the same
-error as nanonet's core (which re-exports it as nanonet.errors.NanonetError)."""
+Defined here, in the torch-free runtime at the bottom of the import graph, so that every
+layer raises the same error; `nanonet.NanonetError` is this class."""
 
 
 class NanonetError(Exception):

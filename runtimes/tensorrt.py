@@ -13,8 +13,8 @@ import importlib.util
 
 import numpy as np
 
-from runtimes.bundle import Bundle
-from runtimes.errors import NanonetError
+from nanonet.runtimes.bundle import Bundle
+from nanonet.runtimes.errors import NanonetError
 
 
 def check_cu_seqlens(cu_seqlens: np.ndarray, num_tokens: int, max_seqlen: int | None = None, max_batch: int | None = None) -> None:

@@ -1,16 +1,23 @@
-"""Run a Python snippet in a subprocess where some top-level modules cannot be imported,
-as on a device that installed only the base package."""
+"""Run a Python snippet in a subprocess where some modules cannot be imported, as on a
+device that installed only the base package. A blocked name blocks its submodules too:
+blocking 'nanonet.model' blocks 'nanonet.model.encoder', not 'nanonet.runtimes'."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
+# Everything a device does without: torch and the layers above the runtime.
+TRAINING_SIDE = {
+    "torch", "transformers", "safetensors",
+    "nanonet.model", "nanonet.data", "nanonet.train", "nanonet.calibrate", "nanonet.export", "nanonet.cli",
+}
+
 BLOCKER = """
 import sys, importlib.abc
 class _Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name.split('.')[0] in {blocked!r}:
+        if any(name == b or name.startswith(b + '.') for b in {blocked!r}):
             raise ModuleNotFoundError(f"No module named '{{name}}' (blocked)")
 sys.meta_path.insert(0, _Block())
 """

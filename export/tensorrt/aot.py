@@ -74,7 +74,7 @@ def compile_tiles(dtype: str, num_heads: int, head_size: int, scale: float, wind
     from triton.compiler import ASTSource
     from triton.runtime.jit import JITFunction
 
-    from export.tensorrt.triton_varlen import HEAD_SIZES, varlen_attention_aot
+    from nanonet.export.tensorrt.triton_varlen import HEAD_SIZES, varlen_attention_aot
 
     if not isinstance(varlen_attention_aot, JITFunction):
         raise RuntimeError("the varlen kernel was loaded in Triton's interpreter (TRITON_INTERPRET=1); compile it in a process without it")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from export.tensorrt.engine import EngineSpec, build_engine
-from runtimes.bundle import Manifest, read_bundle, write_bundle
+from nanonet.export.tensorrt.engine import EngineSpec, build_engine
+from nanonet.runtimes.bundle import Manifest, read_bundle, write_bundle
 
 
 def build_bundle_engine(bundle: str | Path, max_tokens: int, opt_tokens: int, max_batch: int, plugin: str = "aot",

@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from export.tensorrt.native_attention import NATIVE_OP, native_attention_available, use_native_attention
-from runtimes.errors import NanonetError
+from nanonet.export.tensorrt.native_attention import NATIVE_OP, native_attention_available, use_native_attention
+from nanonet.runtimes.errors import NanonetError
 
 
 PLUGIN_CHOICES = ("aot", "jit")
@@ -64,7 +64,7 @@ def build_engine(onnx_path: Path, plan_path: Path, spec: EngineSpec, timing_cach
     optimization profiles, build and serialize the engine, keep the timing cache."""
     import tensorrt as trt
 
-    from export.tensorrt import plugin
+    from nanonet.export.tensorrt import plugin
 
     check_options(spec.plugin, spec.precision, quantized=True)  # network_graph checks an int8 graph has its Q/DQ
     if spec.attention not in ("auto", "plugin", "native"):
@@ -124,8 +124,8 @@ def network_graph(onnx_path: Path, plugin: str, precision: str, native: bool = F
 
     from onnx import TensorProto
 
-    from export.tensorrt.precision import cast_around, to_float16
-    from export.tensorrt.varlen_op import OP_TYPE
+    from nanonet.export.tensorrt.precision import cast_around, to_float16
+    from nanonet.export.tensorrt.varlen_op import OP_TYPE
 
     model = onnx.load(str(onnx_path))
     if precision == "int8" and not any(n.op_type == "QuantizeLinear" for n in model.graph.node):
@@ -143,7 +143,7 @@ def set_plugin_choice(model, choice: str, where: Path) -> None:
     the Triton kernel takes."""
     from onnx import helper
 
-    from export.tensorrt.varlen_op import OP_TYPE
+    from nanonet.export.tensorrt.varlen_op import OP_TYPE
 
     for node in model.graph.node:
         if node.op_type == OP_TYPE:

@@ -34,7 +34,7 @@ def use_native_attention(model) -> int:
     packed attention; returns how many were rewritten."""
     from onnx import helper, numpy_helper
 
-    from export.tensorrt.varlen_op import OP_TYPE
+    from nanonet.export.tensorrt.varlen_op import OP_TYPE
 
     nodes, rewritten = [], 0
     for node in model.graph.node:

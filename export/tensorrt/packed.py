@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from export.tensorrt.varlen_op import register_schema, onnx_translation, varlen_attention
+from nanonet.export.tensorrt.varlen_op import register_schema, onnx_translation, varlen_attention
 from nanonet.model.encoder import NanoClassifier
 
 INPUTS = ["input_ids", "cu_seqlens", "max_seqlen"]

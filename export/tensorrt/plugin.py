@@ -21,7 +21,7 @@ sm_87 and sm_90 and assembled by ptxas (tests/test_tensorrt_aot.py).
 
 from __future__ import annotations
 
-from export.tensorrt.varlen_op import OP_TYPE, PLUGIN_NAMESPACE
+from nanonet.export.tensorrt.varlen_op import OP_TYPE, PLUGIN_NAMESPACE
 
 PLUGIN_ID = f"{PLUGIN_NAMESPACE}::{OP_TYPE}"
 _REGISTERED = False
@@ -36,7 +36,7 @@ def register_plugin() -> None:
     import tensorrt as trt
     import tensorrt.plugin as trtp
 
-    from export.tensorrt.aot import compile_varlen_attention, launch_grid
+    from nanonet.export.tensorrt.aot import compile_varlen_attention, launch_grid
 
     dtypes = {trt.float32: "float32", trt.float16: "float16", trt.bfloat16: "bfloat16"}
 

@@ -130,7 +130,7 @@ def for_onnxruntime(model, float16: bool = False):
 
     from onnx import TensorProto, helper
 
-    from export.tensorrt.precision import cast_around
+    from nanonet.export.tensorrt.precision import cast_around
 
     m = copy.deepcopy(model)
     for node in m.graph.node:

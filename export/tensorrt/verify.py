@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.onnx_export import TOLERANCE
-from export.tensorrt.packed import example_inputs, export_packed
-from export.tensorrt.varlen_op import for_onnxruntime, register_ort_reference
-from nanonet.errors import NanonetError
+from nanonet.export.onnx_export import TOLERANCE
+from nanonet.export.tensorrt.packed import example_inputs, export_packed
+from nanonet.export.tensorrt.varlen_op import for_onnxruntime, register_ort_reference
+from nanonet.runtimes.errors import NanonetError
 from nanonet.extras import require
 from nanonet.model.encoder import NanoClassifier
 from nanonet.model.packing import pack_sequences
@@ -24,7 +24,7 @@ def packed_session(path: Path | None = None, model=None, float16: bool = False):
     import onnx
     import onnxruntime as ort
 
-    from runtimes.backends import ort_options
+    from nanonet.runtimes.backends import ort_options
 
     require("onnxruntime_extensions", "running model.trt.onnx without TensorRT")
     opts = ort_options()  # exact integer products for a Q/DQ graph on any x86 CPU

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from nanonet.data.tables import SUFFIXES, Table, read_table
-from nanonet.errors import NanonetError
+from nanonet.runtimes.errors import NanonetError
 
 
 @dataclass

@@ -17,29 +17,16 @@ from pathlib import Path
 
 import torch
 
-from nanonet.errors import NanonetError
-from nanonet.fsutil import atomic_dir
+from nanonet.runtimes.errors import NanonetError
+from nanonet.runtimes.fsutil import atomic_dir
 from nanonet.model.config import EncoderConfig
 from nanonet.model.encoder import NanoClassifier, NanoEncoder
+from nanonet.model.files import read_json, read_safetensors
 
 FORMAT = "nanonet-checkpoint"
 FORMAT_VERSION = 1
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "labels.json")
-
-
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """Read a .safetensors file; a truncated or corrupt file is a one-line error naming it."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise NanonetError(f"{path}: missing file")
-    try:
-        return load_file(path)
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise NanonetError(f"{path}: corrupt or truncated safetensors file ({reason})") from None
 
 
 def make_student(
@@ -122,8 +109,6 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     for name in REQUIRED_FILES:
         if not (path / name).is_file():
             raise NanonetError(f"{path / name}: missing file")
-    from nanonet.model.hf import read_json
-
     config = read_json(path / "config.json")
     if config.get("format") != FORMAT:
         raise NanonetError(f"{path / 'config.json'}: not a nanonet checkpoint (no \"format\": \"{FORMAT}\")")

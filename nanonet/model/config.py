@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nanonet.errors import NanonetError
+from nanonet.runtimes.errors import NanonetError
 
 FAMILIES = ("bert", "modernbert")
 GLOBAL, LOCAL = "global", "local"

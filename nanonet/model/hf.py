@@ -17,9 +17,10 @@ from pathlib import Path
 
 import torch
 
-from nanonet.errors import NanonetError
+from nanonet.runtimes.errors import NanonetError
 from nanonet.model.config import from_hf_config
 from nanonet.model.encoder import NanoEncoder
+from nanonet.model.files import read_json, read_safetensors
 
 DEFAULT_TEACHER = "sentence-transformers/all-MiniLM-L6-v2"
 _PACKAGED = {  # hub id -> (python package carrying the files, function returning their directory)
@@ -84,20 +85,9 @@ def _download(repo_id: str) -> Path:
         ) from None
 
 
-def read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise NanonetError(f"{path}: missing file")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise NanonetError(f"{path}: not valid JSON ({e})") from None
-
-
 def read_weights(directory: Path) -> dict[str, torch.Tensor]:
     """All tensors of a checkpoint directory: model.safetensors, sharded safetensors, or a
     pytorch_model.bin read with weights_only=True."""
-    from nanonet.model.checkpoint import read_safetensors
-
     single = directory / "model.safetensors"
     if single.is_file():
         return read_safetensors(single)

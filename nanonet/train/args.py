@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from nanonet.errors import NanonetError
+from nanonet.runtimes.errors import NanonetError
 
 TRAINABLE = ("bias", "bias+norm", "all")
 VIEWS = ("cutoff", "noise", "dropout")

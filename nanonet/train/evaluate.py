@@ -1,19 +1,69 @@
-"""`nanonet eval`: a checkpoint's accuracy, macro-F1 and per-class accuracy on a labeled file."""
+"""Running a classifier over tokenized texts: predictions, embeddings, accuracy, and
+`nanonet eval`'s report on a labeled file."""
 
 from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Iterator
 
 import numpy as np
 import torch
 
 from nanonet.data.tables import read_table
-from nanonet.data.tokens import tokenize
-from nanonet.errors import NanonetError
+from nanonet.data.tokens import Tokenized, budget_batches, tokenize
 from nanonet.model.checkpoint import load_checkpoint
+from nanonet.model.encoder import NanoClassifier
+from nanonet.model.packing import Packed
+from nanonet.runtimes.errors import NanonetError
 from nanonet.train.metrics import accuracy, macro_f1, per_class_accuracy
-from nanonet.train.trainer import predict
+from nanonet.train.views import packed_rows
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; nothing on the CPU (fp32)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def eval_batches(model: NanoClassifier, tokens: Tokenized, max_tokens: int, device: torch.device) -> Iterator[tuple[np.ndarray, Packed]]:
+    """(rows, packed batch on `device`) in length order, with `model` in eval mode, no grad
+    and autocast on CUDA; the model's mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), autocast(device):
+            for rows in budget_batches(tokens.lengths, max_tokens, rng=None):
+                yield rows, packed_rows(tokens, rows).to(device)
+    finally:
+        model.train(was_training)
+
+
+def predict(model: NanoClassifier, tokens: Tokenized, max_tokens: int, device: torch.device) -> np.ndarray:
+    """(N,) predicted class of each tokenized text, in row order."""
+    pred = np.empty(len(tokens), dtype=np.int64)
+    for rows, batch in eval_batches(model, tokens, max_tokens, device):
+        pred[rows] = model(batch).argmax(-1).cpu().numpy()
+    return pred
+
+
+def embed(model: NanoClassifier, tokens: Tokenized, max_tokens: int, device: torch.device) -> torch.Tensor:
+    """(N, H) pooled embeddings of tokenized texts, in row order."""
+    out = torch.empty(len(tokens), model.config.hidden_size)
+    for rows, batch in eval_batches(model, tokens, max_tokens, device):
+        out[torch.as_tensor(rows)] = model.embed(batch).float().cpu()
+    return out
+
+
+def evaluate(model: NanoClassifier, tokens: Tokenized, gold: list[int], num_classes: int, max_tokens: int, device: torch.device) -> dict:
+    """Accuracy and macro-F1 of `model` on tokenized texts (eval mode, no grad)."""
+    if not len(gold):
+        return {"accuracy": None, "macro_f1": None, "n": 0}
+    pred = predict(model, tokens, max_tokens, device)
+    y = np.asarray(gold)
+    return {"accuracy": accuracy(pred, y), "macro_f1": macro_f1(pred, y, num_classes), "n": len(y)}
 
 
 def evaluate_checkpoint(checkpoint: str, data: str, text_col: str = "text", label_col: str = "label", max_tokens: int = 16384) -> dict:
+    """`nanonet eval`: a checkpoint's accuracy, macro-F1 and per-class accuracy on a labeled file."""
     ckpt = load_checkpoint(checkpoint)
     table = read_table(data, text_col, label_col, need_labels=True)
     index = {name: i for i, name in enumerate(ckpt.labels)}
@@ -27,7 +77,10 @@ def evaluate_checkpoint(checkpoint: str, data: str, text_col: str = "text", labe
     k = len(ckpt.labels)
     per_class = per_class_accuracy(pred, gold, k)
     return {
-        "checkpoint": checkpoint, "data": data, "n": len(gold),
-        "accuracy": accuracy(pred, gold), "macro_f1": macro_f1(pred, gold, k),
+        "checkpoint": checkpoint,
+        "data": data,
+        "n": len(gold),
+        "accuracy": accuracy(pred, gold),
+        "macro_f1": macro_f1(pred, gold, k),
         "per_class": {name: {"n": int((gold == c).sum()), "accuracy": per_class[c]} for c, name in enumerate(ckpt.labels)},
-    }  # fmt: skip
+    }

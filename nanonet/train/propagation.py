@@ -8,7 +8,9 @@ unlabeled text and a certainty weight (1 - normalised entropy); the teacher lear
 from them alongside its labels, so the students distil from a better teacher.
 
 Everything here is deterministic: the same embeddings give the same targets, so a
-resumed run recomputes exactly what the interrupted one had.
+resumed run recomputes exactly what the interrupted one had. A run can rerun it on the
+training teacher's embeddings (`refresh_steps`), which by then separate the classes
+better than the pretrained ones.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ import math
 from dataclasses import dataclass
 
 import torch
+
+from nanonet.data.tokens import Tokenized
+from nanonet.model.encoder import NanoClassifier
+from nanonet.train.evaluate import embed
 
 
 @dataclass
@@ -72,3 +78,21 @@ def propagate(labeled: torch.Tensor, labels: torch.Tensor, unlabeled: torch.Tens
     entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
     weights = (1.0 - entropy / math.log(num_classes)).clamp(0.0, 1.0) if num_classes > 1 else torch.ones(len(f))
     return GraphTargets(probs, weights)
+
+
+def propagate_from(teacher: NanoClassifier, lab: Tokenized, lab_y: torch.Tensor, unl: Tokenized, num_classes: int, k: int,
+                   max_tokens: int, device: torch.device) -> GraphTargets:  # fmt: skip
+    """Label propagation over `teacher`'s current embeddings of the labeled and unlabeled texts."""
+    teacher.to(device)
+    return propagate(embed(teacher, lab, max_tokens, device), lab_y, embed(teacher, unl, max_tokens, device), num_classes, k=k)
+
+
+def refresh_steps(steps: int, refreshes: int) -> list[int]:
+    """The steps before which label propagation reruns: `refreshes` points evenly spaced
+    inside the run (1 refresh in 146 steps: before step 73, after the first of 2 epochs)."""
+    return sorted({round(steps * i / (refreshes + 1)) for i in range(1, refreshes + 1)} - {0})
+
+
+def changed_share(old: GraphTargets, new: GraphTargets) -> float:
+    """The share of unlabeled texts whose most likely propagated label changed."""
+    return float((new.probs.argmax(-1) != old.probs.argmax(-1)).float().mean()) if len(new.weights) else 0.0

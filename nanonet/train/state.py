@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from nanonet.errors import NanonetError
-from nanonet.fsutil import atomic_dir
+from nanonet.runtimes.errors import NanonetError
+from nanonet.runtimes.fsutil import atomic_dir
 
 IGNORED_ARGS = {"resume", "threads", "out"}  # may differ between a run and its resumption
 
@@ -59,7 +59,7 @@ def load_state(directory: Path, args, cohort, optimizer, scheduler, members, wor
 
     Resuming is exact on a CPU in one process. Elsewhere it continues correctly but not
     bitwise: only rank 0's RNG state is kept, and GPU kernels are not deterministic."""
-    from nanonet.model.checkpoint import read_safetensors
+    from nanonet.model.files import read_safetensors
 
     meta_file = directory / "state.json"
     if not meta_file.is_file():

@@ -15,8 +15,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from runtimes.classifier import Classifier
-from runtimes.texts import Record, iter_records
+from nanonet.runtimes.classifier import Classifier
+from nanonet.runtimes.texts import Record, iter_records
 
 CHUNK = 1024  # texts in memory at a time
 SHOWN_WARNINGS = 5

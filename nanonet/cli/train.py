@@ -1,0 +1,114 @@
+"""`nanonet train` and `nanonet eval`: the torch side, imported only when they run."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from nanonet.cli.app import app, stdout, parse_layers, pct
+from nanonet.runtimes.errors import NanonetError
+
+def _layer_sets(value: Optional[str]) -> Optional[list[list[int]]]:
+    """'0,2,4/1,3,5' -> [[0, 2, 4], [1, 3, 5]]."""
+    if value is None:
+        return None
+    return [parse_layers(part) or [] for part in value.split("/")]
+
+
+@app.command()
+def train(
+    data: str = typer.Option(..., "--data", help="Directory with train/dev/test files, a train file, or a datasets name."),
+    out: str = typer.Option(..., "--out", help="Run directory (student/, teacher/, report.json)."),
+    labels_per_class: int = typer.Option(10, "--labels-per-class", help="N labeled examples drawn per class."),
+    seed: int = typer.Option(1, "--seed"),
+    teacher: str = typer.Option("sentence-transformers/all-MiniLM-L6-v2", "--teacher", help="Teacher checkpoint, hub id or the default."),
+    unlabeled: list[str] = typer.Option([], "--unlabeled", help="Extra unlabeled text file (repeatable)."),
+    text_col: str = typer.Option("text", "--text-col"),
+    label_col: str = typer.Option("label", "--label-col"),
+    students: int = typer.Option(2, "--students", help="K students in the cohort."),
+    student_layers: Optional[str] = typer.Option(None, "--student-layers", help="Teacher layers per student, e.g. 0,2,4/1,3,5."),
+    trainable: str = typer.Option("bias", "--trainable", help="What the students train: bias | bias+norm | all"),
+    teacher_trainable: str = typer.Option("bias", "--teacher-trainable", help="What the teacher trains: bias | bias+norm | all"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (default: --epochs over the unlabeled pool)."),
+    epochs: float = typer.Option(2.0, "--epochs", help="Passes over the unlabeled pool when --steps is not given."),
+    eval_every: int = typer.Option(25, "--eval-every", help="Dev evaluation and resume state every M steps."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Students' encoder learning rate (default 3e-3 for bias, 5e-5 for all)."),
+    teacher_lr: Optional[float] = typer.Option(None, "--teacher-lr", help="Teacher's encoder learning rate (same defaults)."),
+    graph_weight: float = typer.Option(1.0, "--graph-weight", help="Teacher's loss on labels propagated over the unlabeled pool (0: off)."),
+    student_graph_weight: float = typer.Option(1.0, "--student-graph-weight", help="Students' loss on the propagated labels (0: off)."),
+    graph_k: int = typer.Option(10, "--graph-k", help="Neighbours per text in the label-propagation graph."),
+    graph_refreshes: int = typer.Option(0, "--graph-refreshes", help="Reruns of label propagation on the training teacher's embeddings."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last saved state."),
+    attention: str = typer.Option("auto", "--attention", help="auto | flash | torch_varlen | sdpa | reference"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of a table."),
+) -> None:
+    """Distil a teacher into a cohort of students from N labels per class (NanoNet)."""
+    from nanonet.train import TrainArgs, train as run
+
+    args = TrainArgs(
+        data=data, out=out, labels_per_class=labels_per_class, seed=seed, teacher=teacher, unlabeled=list(unlabeled),
+        text_col=text_col, label_col=label_col, students=students, student_layers=_layer_sets(student_layers),
+        trainable=trainable, teacher_trainable=teacher_trainable, steps=steps, epochs=epochs, eval_every=eval_every,
+        lr=lr, teacher_lr=teacher_lr, graph_weight=graph_weight, student_graph_weight=student_graph_weight, graph_k=graph_k,
+        graph_refreshes=graph_refreshes, resume=resume,
+        attention=attention, threads=threads,
+    )  # fmt: skip
+    try:
+        report = run(args, progress=not as_json)
+    except KeyboardInterrupt:
+        raise NanonetError(f"interrupted; continue with the same command plus --resume (state in {out}/state)") from None
+    if as_json:
+        stdout.print_json(json.dumps({k: v for k, v in report.items() if k != "history"}))
+        return
+    _print_train_report(report, out)
+
+
+def _print_train_report(report: dict, out: str) -> None:
+    table = Table(title=f"nanonet train: {report['settings']['data']}, {report['settings']['labels_per_class']} labels per class, seed {report['settings']['seed']}", title_justify="left")
+    for col in ("model", "layers", "view", "dev acc / F1", "test acc / F1", "trainable / total"):
+        table.add_column(col, no_wrap=True)
+    chosen = report["chosen_student"]
+    for i, r in enumerate([report["teacher"], *report["students"]]):
+        name = r["name"] + (" *" if i - 1 == chosen else "")
+        table.add_row(name, ",".join(map(str, r["layers"])), r["view"] or "-",
+                      f"{pct(r['dev']['accuracy'])} / {pct(r['dev']['macro_f1'])}",
+                      f"{pct(r['test']['accuracy'])} / {pct(r['test']['macro_f1'])}",
+                      f"{r['trainable_parameters'] / 1e3:,.1f}K / {r['parameters'] / 1e6:,.1f}M")  # fmt: skip
+    table.caption = "* the chosen student (best dev accuracy; a lead within the dev set's noise goes to the one agreeing most with the teacher), saved to RUN/student"
+    stdout.print(table)
+    t, d = report["training"], report["data"]
+    stdout.print(
+        f"{t['steps']} steps in {t['seconds']:.0f}s, {t['tokens_per_second']:,.0f} tokens/s, {100 * t['padding_avoided']:.0f}% padding avoided; "
+        f"{d['labeled']} labeled, {d['unlabeled']} unlabeled, dev {d['dev']} ({d['dev_source']}), test {d['test']}"
+    )
+    stdout.print(f"student: {out}/student  teacher: {out}/teacher  report: {out}/report.json")
+
+
+@app.command("eval")
+def evaluate_command(
+    checkpoint: str = typer.Argument(..., help="A nanonet checkpoint directory (e.g. RUN/student)."),
+    data: str = typer.Option(..., "--data", help="A labeled file (JSONL, CSV, TSV, Parquet)."),
+    text_col: str = typer.Option("text", "--text-col"),
+    label_col: str = typer.Option("label", "--label-col"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Evaluate a checkpoint on a labeled file: accuracy, macro-F1, per-class accuracy."""
+    from nanonet.train.evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(checkpoint, data, text_col, label_col)
+    if as_json:
+        stdout.print_json(json.dumps(result))
+        return
+    table = Table(title=f"nanonet eval: {checkpoint} on {data} ({result['n']} examples)", title_justify="left")
+    table.add_column("class")
+    table.add_column("n")
+    table.add_column("accuracy")
+    for name, row in result["per_class"].items():
+        table.add_row(escape(name), str(row["n"]), pct(row["accuracy"]))
+    table.add_row("[bold]all", str(result["n"]), f"[bold]{pct(result['accuracy'])}[/] (macro-F1 {pct(result['macro_f1'])})")
+    stdout.print(table)

@@ -1,0 +1,88 @@
+"""Which state each member keeps, and which student ships.
+
+With tens of dev examples one example is several points of accuracy, so both choices
+treat differences smaller than the dev set can resolve as ties."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from nanonet.data.tokens import Tokenized
+from nanonet.model.encoder import NanoClassifier
+from nanonet.train import distributed as dist
+from nanonet.train.evaluate import evaluate, predict
+from nanonet.train.state import trainable_state
+
+
+@dataclass
+class Member:
+    """A teacher or student with the state it keeps (see `evaluate_members`) and that state's dev result."""
+
+    name: str
+    model: NanoClassifier
+    layers: list[int]
+    view: str | None
+    trainable: int = 0
+    total: int = 0
+    best: dict = field(default_factory=lambda: {"accuracy": -1.0, "macro_f1": -1.0, "step": 0, "peak": -1.0})
+    best_state: dict[str, torch.Tensor] | None = None
+
+
+def dev_tolerance(accuracy: float, n: int) -> float:
+    """The smallest dev-accuracy difference `n` dev examples resolve: one standard error of
+    `accuracy`, and at least one example."""
+    n = max(1, n)
+    return max(1.0 / n, math.sqrt(max(accuracy * (1 - accuracy), 0.0) / n)) + 1e-9
+
+
+def evaluate_members(members: list[Member], dev: Tokenized, gold: list[int], num_classes: int, max_tokens: int,
+                     ctx: dist.Context, step: int) -> dict:  # fmt: skip
+    """Dev metrics of every member; a member keeps a copy of its state when the dev accuracy
+    is within the dev set's noise of its best so far (the latest such state wins).
+
+    Rank 0 evaluates and every rank takes its figures, so replicas keep the same best states."""
+    scores = None
+    if ctx.rank == 0:
+        scores = [evaluate(m.model, dev, gold, num_classes, max_tokens, ctx.device) for m in members]
+    scores = dist.broadcast_object(scores, ctx)
+    results = {}
+    for m, r in zip(members, scores):
+        results[m.name] = {k: round(r[k], 5) for k in ("accuracy", "macro_f1")}
+        # keep the latest state within the dev set's noise of the best seen: with tens of
+        # dev examples an earlier peak is as often luck as progress, and training goes on
+        peak = max(m.best["peak"], r["accuracy"])
+        if r["accuracy"] >= peak - dev_tolerance(peak, len(gold)):
+            m.best = {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "step": step, "peak": peak}
+            m.best_state = trainable_state(m.model)
+        else:
+            m.best = {**m.best, "peak": peak}
+    return results
+
+
+def choose_student(members: list[Member], dev_size: int, unl: Tokenized | None, seed: int, max_tokens: int, device: torch.device,
+                   sample: int = 1000) -> dict:  # fmt: skip
+    """The student to ship: the best dev accuracy, where a lead smaller than the dev set can
+    resolve is a tie.
+
+    With tens of dev examples, one example is several points of accuracy, and the dev set
+    often picks the weaker student. Students within one standard error of the best dev
+    accuracy (and at least one example) are tied; among them the one agreeing most with the
+    teacher, the strongest member, on up to `sample` unlabeled texts wins (no labels used)."""
+    students = members[1:]
+    best = max(m.best["accuracy"] for m in students)
+    tolerance = dev_tolerance(best, dev_size)
+    tied = [i for i, m in enumerate(students) if m.best["accuracy"] >= best - tolerance]
+    agreement = None
+    if len(tied) > 1 and unl is not None and len(unl):
+        part = unl.select(np.sort(np.random.default_rng([seed, 7]).permutation(len(unl))[:sample]))
+        teacher = predict(members[0].model, part, max_tokens, device)
+        agreement = {i: float((predict(students[i].model, part, max_tokens, device) == teacher).mean()) for i in tied}
+        chosen = max(tied, key=lambda i: (agreement[i], students[i].best["accuracy"], students[i].best["macro_f1"], -i))
+    else:
+        chosen = max(range(len(students)), key=lambda i: (students[i].best["accuracy"], students[i].best["macro_f1"], -i))
+    return {"chosen": chosen, "dev_tolerance": round(tolerance, 4), "tied_on_dev": tied,
+            "teacher_agreement": {str(k): round(v, 4) for k, v in agreement.items()} if agreement else None}  # fmt: skip

@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from nanonet.runtimes.errors import NanonetError
+from nanonet.runtimes.metrics import agreement
 
 
 def keep_sensitive_in_float(graph: str, products: dict[str, str], quantize: Callable[..., None], probs: Callable[[Path], np.ndarray],
@@ -25,7 +26,6 @@ def keep_sensitive_in_float(graph: str, products: dict[str, str], quantize: Call
     float graph's; `all_int8`: the agreement with every product int8. Leaves the mixed
     graph at `out`; returns (nodes kept float, sensitivity per node, agreement). A one-line
     error when even one int8 product is too many."""
-    agreement = lambda path: float((probs(path).argmax(-1) == ref.argmax(-1)).mean())  # noqa: E731
     say(f"{graph}: agreement {all_int8:.3f} < {min_agreement}: scoring each matrix multiplication's sensitivity")
     sensitivity = {}
     for node in products:
@@ -38,7 +38,7 @@ def keep_sensitive_in_float(graph: str, products: dict[str, str], quantize: Call
     for node in sorted(sensitivity, key=sensitivity.get, reverse=True)[:-1]:
         kept.append(node)
         quantize(out, kept)
-        reached = agreement(out)
+        reached = agreement(probs(out), ref)
         say(f"  {graph}: keeping {len(kept)} in float ({products[node]}): agreement {reached:.3f}")
         if reached >= min_agreement:
             return kept, sensitivity, reached

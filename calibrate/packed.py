@@ -11,7 +11,15 @@ expanded one (the quantized graph), keeping everything else.
 
 from __future__ import annotations
 
+from collections import Counter
+from pathlib import Path
+
 import numpy as np
+
+from nanonet.calibrate.feeds import PACKED_INPUTS, probabilities
+from nanonet.calibrate.mixed import keep_sensitive_in_float
+from nanonet.calibrate.static import calibrate_ranges, quantize_qdq
+from nanonet.runtimes.metrics import agreement
 
 ATTENTION_OP = "VarlenAttention"  # export/tensorrt/varlen_op.OP_TYPE (that module needs torch)
 EXPANDED = "/varlen_expanded/"  # in the name of every node and constant an expansion adds
@@ -112,29 +120,6 @@ def _expand(node, p: str):
     return nodes, constants
 
 
-def packed_batches(tokenizer, texts: list[str], max_tokens: int = 1024) -> list[dict[str, np.ndarray]]:
-    """The packed graph's feeds for `texts` (tokenized as the runtime does), in length order,
-    about `max_tokens` tokens a batch: input_ids [T], cu_seqlens [B+1], max_seqlen [S]."""
-    from nanonet.runtimes.classifier import pad_rows
-    from nanonet.runtimes.tensorrt import pack
-
-    def packed(rows: list[list[int]]) -> dict[str, np.ndarray]:
-        input_ids, cu_seqlens, longest = pack(pad_rows(rows))
-        return {"input_ids": input_ids, "cu_seqlens": cu_seqlens, "max_seqlen": np.zeros(longest, dtype=np.int32)}
-
-    ids = [e.ids for e in tokenizer.encode_batch(texts)]
-    order = np.argsort([len(x) for x in ids], kind="stable")
-    batches, group = [], []
-    for i in order:
-        if group and (len(group) + 1) * len(ids[i]) > max_tokens:  # length order: the newest is the longest
-            batches.append(packed([ids[j] for j in group]))
-            group = []
-        group.append(i)
-    if group:
-        batches.append(packed([ids[j] for j in group]))
-    return batches
-
-
 def weight_products(model) -> dict[str, str]:
     """The packed graph's MatMul/Gemm nodes with a weight -> the parameter they multiply by,
     named as in the padded graph's record ('encoder.layers.0.fc1', 'head')."""
@@ -155,19 +140,9 @@ def quantize_packed(src, out, calib: list[dict], check: list[dict], work, thread
     quantizing it alone moves the probabilities, and the most sensitive stay float (float32
     in the engine), one more at a time, until the agreement is reached. Returns its record:
     agreement, the products kept float, Q/DQ census."""
-    from collections import Counter
-    from pathlib import Path
-    from types import SimpleNamespace
-
     import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    from nanonet.calibrate.graph import float_outputs
-    from nanonet.calibrate.mixed import keep_sensitive_in_float
-    from nanonet.calibrate.quantize import OP_TYPES, _probs, _reader
-    from nanonet.calibrate.ranges import HISTOGRAM_CALIBRATORS, calibration_method, write_histogram_ranges
-
-    names = ["input_ids", "cu_seqlens", "max_seqlen"]
+    names = PACKED_INPUTS
     work = Path(work)
     model = onnx.load(str(src))
     products = weight_products(model)
@@ -178,35 +153,28 @@ def quantize_packed(src, out, calib: list[dict], check: list[dict], work, thread
     # the attention's own products stay float, in the plugin: only the expansion computes them here
     attention = [n.name for n in onnx.load(str(expanded)).graph.node if EXPANDED in n.name]
     cache = work / "packed_ranges.json"  # min-max: written by the first quantize_static call, read by the rest
-    if calibrator in HISTOGRAM_CALIBRATORS:  # packed batches differ in shape: calibrate/ranges.py
-        write_histogram_ranges(expanded, calib, names, calibrator, OP_TYPES, cache)
+    calibrate_ranges(expanded, calib, names, calibrator, cache)  # packed batches differ in shape: calibrate/ranges.py
 
     def run(path: Path, exclude: list[str], only: list[str] | None = None) -> None:
-        quantize_static(expanded, path, _reader(SimpleNamespace(batches=calib), names), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=OP_TYPES, per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=calibration_method(calibrator), nodes_to_exclude=attention + exclude, nodes_to_quantize=only,
-                        calibration_cache_path=str(cache),
-                        extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True, "ActivationSymmetric": True,
-                                       "OpTypesToExcludeOutputQuantization": OP_TYPES})  # fmt: skip
-        graph = onnx.load(str(path))
-        if float_outputs(graph):
-            onnx.save(graph, str(path))
+        quantize_qdq(expanded, path, calib, names, calibrator, cache, symmetric=True, exclude=attention + exclude, only=only)
 
     kept: list[str] = []
     run(quantized, kept)
     record: dict = {"calibrator": calibrator}
     if check:
-        feeds = SimpleNamespace(batches=check)
-        probs = lambda path: _probs(path, feeds, names, threads)  # noqa: E731
+
+        def probs(path: Path) -> np.ndarray:
+            return probabilities(path, check, names, threads)
+
         ref, got = probs(expanded), probs(quantized)
-        agreement = before = float((got.argmax(-1) == ref.argmax(-1)).mean())
+        reached = before = agreement(got, ref)
         texts = int(sum(len(b["cu_seqlens"]) - 1 for b in check))
         sensitivity = None
-        if min_agreement is not None and agreement < min_agreement:
-            kept, sensitivity, agreement = keep_sensitive_in_float("model.trt.onnx", products, run, probs, ref, agreement, min_agreement,
-                                                                   quantized, work, say)  # fmt: skip
+        if min_agreement is not None and reached < min_agreement:
+            kept, sensitivity, reached = keep_sensitive_in_float("model.trt.onnx", products, run, probs, ref, reached, min_agreement,
+                                                                 quantized, work, say)  # fmt: skip
             got = probs(quantized)
-        record.update(agreement=agreement, agreement_before=before, min_agreement=min_agreement, max_prob_diff=float(np.abs(ref - got).max()),
+        record.update(agreement=reached, agreement_before=before, min_agreement=min_agreement, max_prob_diff=float(np.abs(ref - got).max()),
                       texts=texts, sensitivity={products[k]: v for k, v in sensitivity.items()} if sensitivity else None)  # fmt: skip
     record["kept_float"] = [products[n] for n in kept]
     q = onnx.load(str(quantized))

@@ -12,18 +12,10 @@ import numpy as np
 
 from nanonet.runtimes.classifier import load
 from nanonet.runtimes.errors import NanonetError
+from nanonet.runtimes.metrics import agreement, macro_f1
 from nanonet.runtimes.texts import iter_records
 
 FLIPS_SHOWN = 5
-
-
-def macro_f1(pred: np.ndarray, gold: np.ndarray, k: int) -> float:
-    f1 = []
-    for c in range(k):
-        tp = np.sum((pred == c) & (gold == c))
-        fp, fn = np.sum((pred == c) & (gold != c)), np.sum((pred != c) & (gold == c))
-        f1.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(f1))
 
 
 def _read(data: str | Path, text_col: str, label_col: str) -> tuple[list[str], list[str] | None]:
@@ -65,7 +57,7 @@ def validate(candidate: str | Path, reference: str | Path, data: str | Path, tex
         "reference": {"bundle": str(reference), "precision": ref.bundle.manifest.precision, "docs_per_second": ref_speed,
                       "size_mb": ref.bundle.size_bytes / 1e6},
         "data": str(data), "n": len(texts), "batch_size": batch_size,
-        "agreement": float(np.mean(y_ref == y_cand)), "mean_kl": float(kl.mean()),
+        "agreement": agreement(p_cand, p_ref), "mean_kl": float(kl.mean()),
         "max_prob_diff": float(np.abs(p_ref - p_cand).max()), "speedup": cand_speed / ref_speed,
         "size_ratio": cand.bundle.size_bytes / ref.bundle.size_bytes,
         "accuracy_drop": None, "per_class": None,

@@ -93,9 +93,7 @@ class Classifier:
         self.stats.tokenize_s += time.perf_counter() - tic
         ids = [e.ids for e in encodings]
         self.stats.truncated += sum(1 for e in encodings if e.overflowing)
-        order = np.argsort([len(x) for x in ids], kind="stable")  # short with short: little padding
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+        for rows in length_batches([len(x) for x in ids], batch_size=batch_size):  # short with short: little padding
             feeds = self.pad([ids[i] for i in rows])
             t0 = time.perf_counter()
             logits = self.backend.run(feeds)
@@ -130,6 +128,23 @@ def pad_rows(rows: list[list[int]], pad_id: int = 0) -> dict[str, np.ndarray]:
         ids[i, : len(r)] = r
         mask[i, : len(r)] = 1
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+
+
+def length_batches(lengths: Sequence[int], batch_size: int | None = None, max_tokens: int | None = None) -> list[np.ndarray]:
+    """Row indices in length order (stable), cut into batches of `batch_size` rows or, with
+    `max_tokens`, of as many rows as fit that many padded tokens (rows x the longest)."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    if max_tokens is None:
+        return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    batches, group = [], []
+    for i in order:
+        if group and (len(group) + 1) * lengths[i] > max_tokens:  # length order: the newest row is the longest
+            batches.append(np.asarray(group))
+            group = []
+        group.append(i)
+    if group:
+        batches.append(np.asarray(group))
+    return batches
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -14,18 +14,20 @@ import pytest
 
 from conftest import WORDS, write_synthetic_data
 
-import runtimes
-from calibrate.graph import census, check_quantized, lowest_constants
-from calibrate.quantize import quantize_bundle
-from export.bundle import export_bundle
-from nanonet.errors import NanonetError
-from nanonet.model.checkpoint import make_student, save_checkpoint
-from nanonet.model.encoder import NanoClassifier
-from nanonet.model.hf import load_pretrained
+from nanonet import runtimes
+from nanonet.runtimes.errors import NanonetError
 
+# before the imports that need them, so that a missing extra skips the module
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
+
+from nanonet.calibrate.graph import census, check_quantized, lowest_constants  # noqa: E402
+from nanonet.calibrate.quantize import quantize_bundle  # noqa: E402
+from nanonet.export.bundle import export_bundle  # noqa: E402
+from nanonet.model.checkpoint import make_student, save_checkpoint  # noqa: E402
+from nanonet.model.encoder import NanoClassifier  # noqa: E402
+from nanonet.model.hf import load_pretrained  # noqa: E402
 
 LABELS = ["alpha", "beta", "gamma"]
 
@@ -140,10 +142,10 @@ def test_tensorrt_target_is_symmetric_int8_qdq(trt_quantized):
 def test_tensorrt_target_quantizes_the_packed_graph_too(setup, trt_quantized):
     """A bundle exported with --trt: its model.trt.onnx gets symmetric int8 Q/DQ on every
     weight product, keeps its plugin nodes, and stays close to the float bundle."""
-    from export.tensorrt.varlen_op import OP_TYPE, register_schema
-    from export.tensorrt.verify import packed_session
-    from runtimes.classifier import softmax
-    from runtimes.tensorrt import pack
+    from nanonet.export.tensorrt.varlen_op import OP_TYPE, register_schema
+    from nanonet.export.tensorrt.verify import packed_session
+    from nanonet.runtimes.classifier import softmax
+    from nanonet.runtimes.tensorrt import pack
 
     bundle, manifest, notes = trt_quantized("minmax")
     fp32_dir = trt_quantized.fp32
@@ -167,8 +169,9 @@ def test_tensorrt_target_quantizes_the_packed_graph_too(setup, trt_quantized):
         assert not [n.input[0] for n in graph.graph.node if n.op_type == "QuantizeLinear" and producer.get(n.input[0]) in ("MatMul", "Gemm")]
     # the activation scales come from the calibration texts run packed: the first product's
     # input (the embeddings' LayerNorm) reaches max |x| = 127 * its scale on them
-    from calibrate.data import sample_texts
-    from calibrate.packed import expand_attention, packed_batches
+    from nanonet.calibrate.data import sample_texts
+    from nanonet.calibrate.feeds import packed_batches
+    from nanonet.calibrate.packed import expand_attention
 
     clf = runtimes.load(fp32_dir)
     first = next(n for n in fp32.graph.node if n.op_type in ("Gemm", "MatMul") and n.input[1] in weights)
@@ -193,7 +196,7 @@ def test_tensorrt_target_quantizes_the_packed_graph_too(setup, trt_quantized):
     p32, p8 = (packed_session(d / "model.trt.onnx").run(["logits"], feed)[0].argmax(-1) for d in (fp32_dir, bundle))
     assert manifest["quantization"]["tensorrt_graph"]["agreement"] == pytest.approx((p32 == p8).mean(), abs=1 / 30 + 1e-9)
     # what the engine builder parses for int8: the same, with the attention cast to float16
-    from export.tensorrt.engine import network_graph
+    from nanonet.export.tensorrt.engine import network_graph
 
     g8 = onnx.load_from_string(network_graph(bundle / "model.trt.onnx", "jit", "int8"))
     onnx.checker.check_model(g8)
@@ -210,9 +213,9 @@ def test_tensorrt_target_quantizes_the_packed_graph_too(setup, trt_quantized):
 def test_tensorrt_graph_keeps_sensitive_products_in_float_until_agreement_is_reached(setup, trt_quantized, tmp_path):
     """The packed graph has the padded graph's guard: products scored one by one, the most
     sensitive left without Q/DQ until the held-out agreement reaches --min-agreement."""
-    from calibrate.data import sample_texts
-    from export.tensorrt.verify import packed_session
-    from runtimes.tensorrt import pack
+    from nanonet.calibrate.data import sample_texts
+    from nanonet.export.tensorrt.verify import packed_session
+    from nanonet.runtimes.tensorrt import pack
 
     unguarded = trt_quantized("minmax")[1]["quantization"]["tensorrt_graph"]
     assert unguarded["agreement"] < 0.95 and unguarded["kept_float"] == []  # this tiny random model needs the guard
@@ -246,8 +249,9 @@ def test_tensorrt_graph_keeps_sensitive_products_in_float_until_agreement_is_rea
 
 
 def test_tensorrt_graph_guard_that_cannot_be_met_is_one_line_error(setup, trt_quantized, tmp_path):
-    from calibrate.data import sample_texts
-    from calibrate.packed import packed_batches, quantize_packed
+    from nanonet.calibrate.data import sample_texts
+    from nanonet.calibrate.feeds import packed_batches
+    from nanonet.calibrate.packed import quantize_packed
 
     tokenizer = runtimes.load(trt_quantized.fp32).tokenizer
     texts = sample_texts(setup["train"], 60, 0)
@@ -285,7 +289,7 @@ def test_histogram_calibrators_clip_both_graphs(trt_quantized, calibrator):
 def test_int8_embedding_table_matches_the_float_one(setup, tmp_path):
     import onnxruntime as ort
 
-    from calibrate.graph import quantize_embedding_table
+    from nanonet.calibrate.graph import quantize_embedding_table
 
     model = onnx.load(str(setup["fp32"] / "model.onnx"))
     done = quantize_embedding_table(model, min_rows=10)
@@ -389,19 +393,20 @@ class _Graph:
     calibrated ranges over the train texts, and a way to run any variant of it."""
 
     def __init__(self, setup):
-        from calibrate.quantize import _Feeds, _matmuls
+        from nanonet.calibrate.feeds import padded_batches
+        from nanonet.calibrate.quantize import weight_matmuls
 
         clf = runtimes.load(setup["fp32"])
         self.names = list(clf.bundle.manifest.inputs)
-        self.batches = _Feeds(clf, _texts(setup["train"])).batches
+        self.batches = padded_batches(clf, _texts(setup["train"]))
         self.path = setup["fp32"] / "model.onnx"
         self.model = onnx.load(str(self.path))
-        self.targets = [n for n, p in _matmuls(self.model).items() if p != "head"]
+        self.targets = [n for n, p in weight_matmuls(self.model).items() if p != "head"]
         self.inputs = {n.name: n.input[0] for n in self.model.graph.node if n.name in self.targets}
         self.ranges = self.ranges_of(self.path, sorted(set(self.inputs.values())))
 
     def ranges_of(self, path: Path, tensors: list[str]) -> dict[str, np.ndarray]:
-        from calibrate.smooth import activation_ranges
+        from nanonet.calibrate.smooth import activation_ranges
 
         return activation_ranges(path, self.batches, self.names, tensors)
 
@@ -413,7 +418,7 @@ class _Graph:
 
 
 def test_smoothing_keeps_the_float_function_and_flattens_activations(setup, tmp_path):
-    from calibrate.smooth import smooth_matmuls
+    from nanonet.calibrate.smooth import smooth_matmuls
 
     g = _Graph(setup)
     tensors = sorted(set(g.inputs.values()))
@@ -442,7 +447,7 @@ def test_calibrated_quantization_records_smoothing(setup, tmp_path):
 
 
 def test_outlier_split_keeps_the_float_function_and_takes_the_outliers_out(setup, tmp_path):
-    from calibrate.outliers import split_outliers
+    from nanonet.calibrate.outliers import split_outliers
 
     g = _Graph(setup)
     # a tiny random model has no real outliers: a low ratio makes some channels count as such
@@ -510,7 +515,7 @@ def test_runtime_integer_products_are_exact_on_every_x86_cpu():
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from runtimes.backends import ort_options
+    from nanonet.runtimes.backends import ort_options
 
     rng = np.random.default_rng(0)
     w = rng.choice(np.array([127, -128, 100, -100], np.int8), size=(64, 16))

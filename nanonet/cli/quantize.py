@@ -37,8 +37,9 @@ def quantize(
 
     say = (lambda msg: None) if as_json else (lambda msg: err.print(escape(msg), highlight=False))
     with err.status("quantizing"):
-        manifest = quantize_bundle(bundle, out, calib, method, calibrator, samples, seed, target, min_agreement, text_col, threads, say,
-                                   smooth, outliers, weight_bits=weight_bits)  # fmt: skip
+        manifest = quantize_bundle(bundle, out, calib, say, method=method, calibrator=calibrator, samples=samples, seed=seed, target=target,
+                                   min_agreement=min_agreement, text_col=text_col, threads=threads, smooth=smooth, outliers=outliers,
+                                   weight_bits=weight_bits)  # fmt: skip
     q = manifest["quantization"]
     if as_json:
         stdout.print_json(json.dumps(q))

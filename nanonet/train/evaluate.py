@@ -15,7 +15,7 @@ from nanonet.model.checkpoint import load_checkpoint
 from nanonet.model.encoder import NanoClassifier
 from nanonet.model.packing import Packed
 from nanonet.runtimes.errors import NanonetError
-from nanonet.train.metrics import accuracy, macro_f1, per_class_accuracy
+from nanonet.runtimes.metrics import accuracy, macro_f1, per_class_accuracy
 from nanonet.train.views import packed_rows
 
 

@@ -1,4 +1,4 @@
-"""Accuracy and macro-F1 from integer predictions (numpy only)."""
+"""Accuracy, macro-F1 and agreement (numpy only): one definition for training, quantization and validation."""
 
 from __future__ import annotations
 
@@ -24,3 +24,8 @@ def macro_f1(pred: np.ndarray, gold: np.ndarray, num_classes: int) -> float:
 
 def per_class_accuracy(pred: np.ndarray, gold: np.ndarray, num_classes: int) -> list[float | None]:
     return [float((pred[gold == c] == c).mean()) if (gold == c).any() else None for c in range(num_classes)]
+
+
+def agreement(probs: np.ndarray, ref: np.ndarray) -> float:
+    """The share of rows whose most probable class is the same in `probs` and `ref` ((N, C) each)."""
+    return float((probs.argmax(-1) == ref.argmax(-1)).mean())

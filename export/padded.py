@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nanonet.model.attention import window_mask
 from nanonet.model.encoder import NanoClassifier
 
 
@@ -40,9 +41,7 @@ class PaddedBatch:
         if key not in self.cache:
             pos = self.position_ids[0]
             # (B, 1, L, L) even for global layers: ONNX's Attention wants the query axis in full
-            keys = self.attention_mask[:, None, None, :].bool() & (pos[:, None] >= 0)  # (B, 1, L, L)
-            if window >= 0:
-                keys = keys & ((pos[:, None] - pos[None, :]).abs() <= window)  # band
+            keys = self.attention_mask[:, None, None, :].bool() & window_mask(pos, window)  # (B, 1, L, L)
             zero = torch.zeros((), dtype=torch.float32)
             self.cache[key] = torch.where(keys, zero, torch.tensor(self.mask_value, dtype=torch.float32))
         return self.cache[key]

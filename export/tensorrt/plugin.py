@@ -69,6 +69,8 @@ def register_plugin() -> None:
         import torch
         import torch.nn.functional as F
 
+        from nanonet.model.attention import window_mask
+
         with torch.cuda.stream(torch.cuda.ExternalStream(stream)):  # all of it on TensorRT's stream, the offsets' read too
             x = torch.as_tensor(qkv, device="cuda")
             cu = torch.as_tensor(cu_seqlens, device="cuda").tolist()
@@ -76,10 +78,7 @@ def register_plugin() -> None:
             T = x.shape[0]
             q, k, v = x.view(T, 3, num_heads, head_size).unbind(1)
             for s, e in zip(cu[:-1], cu[1:]):
-                mask = None
-                if window >= 0:
-                    pos = torch.arange(e - s, device=x.device)
-                    mask = (pos[:, None] - pos[None, :]).abs() <= window
+                mask = window_mask(torch.arange(e - s, device=x.device), window)
                 y = F.scaled_dot_product_attention(*(t[s:e].transpose(0, 1) for t in (q, k, v)), attn_mask=mask, scale=scale)
                 out[s:e].copy_(y.transpose(0, 1).reshape(e - s, -1))
 

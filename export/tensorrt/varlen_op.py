@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from nanonet.model.attention import window_mask
+
 TRT_DOMAIN = "trt.plugins"
 ORT_DOMAIN = "ai.onnx.contrib"  # where onnxruntime-extensions' Python ops live
 OP_TYPE = "VarlenAttention"
@@ -38,9 +40,7 @@ def reference(qkv: np.ndarray, cu_seqlens: np.ndarray, num_heads: int, head_size
     out = np.zeros((num_heads, T, head_size), dtype=np.float32)
     for s, e in zip(cu_seqlens[:-1].tolist(), cu_seqlens[1:].tolist()):
         scores = q[:, s:e] @ k[:, s:e].transpose(0, 2, 1) * scale  # (nh, l, l)
-        if window >= 0:
-            pos = np.arange(e - s)
-            scores = np.where(np.abs(pos[:, None] - pos[None, :]) > window, -np.inf, scores)
+        scores = np.where(window_mask(e - s, window).numpy(), scores, -np.inf)
         scores = np.exp(scores - scores.max(-1, keepdims=True))
         out[:, s:e] = (scores / scores.sum(-1, keepdims=True)) @ v[:, s:e]
     return out.transpose(1, 0, 2).reshape(T, num_heads * head_size).astype(qkv.dtype)

@@ -47,6 +47,20 @@ def torch_varlen_attention(q, k, v, batch: Packed, window: int, scale: float, dr
     )  # fmt: skip
 
 
+def window_mask(positions: torch.Tensor | int, window: int) -> torch.Tensor:
+    """(L, L) bool, True where the query at position i may attend the key at position j: on
+    a local layer the keys within `window` positions either side, on a global layer
+    (`window` < 0) every key. `positions`: (L,) positions, or L for 0..L-1.
+
+    The one definition of a local layer's window for every backend and graph written in
+    torch (the padded export, the TensorRT plugin's JIT path, the references)."""
+    pos = torch.arange(positions) if isinstance(positions, int) else positions
+    offset = pos[:, None] - pos[None, :]  # (L, L); shapes stay symbolic when exported
+    if window < 0:
+        return torch.ones_like(offset, dtype=torch.bool)
+    return offset.abs() <= window
+
+
 def _band_mask(batch: Packed, window: int) -> torch.Tensor:
     """(B, 1, L, L) bool, True where query i may attend key j; cached per batch and window."""
     key = f"band_mask:{window}"
@@ -54,9 +68,7 @@ def _band_mask(batch: Packed, window: int) -> torch.Tensor:
         L, dev = batch.max_seqlen, batch.cu_seqlens.device
         pos = torch.arange(L, device=dev)
         valid = pos[None, :] < batch.lengths[:, None]  # (B, L)
-        allowed = valid[:, None, :].expand(-1, L, -1)  # keys that exist
-        if window >= 0:
-            allowed = allowed & ((pos[:, None] - pos[None, :]).abs() <= window)
+        allowed = valid[:, None, :] & window_mask(pos, window)  # (B, L, L): keys that exist, in the window
         # Pad query rows see every key: a row with nothing to attend to gives NaN, which
         # would leak into gradients even though the row is dropped on unpad.
         allowed = allowed | ~valid[:, :, None]
@@ -81,9 +93,7 @@ def reference_attention(q, k, v, batch: Packed, window: int, scale: float, dropo
     for s, e in zip(bounds[:-1], bounds[1:]):
         qs, ks, vs = (t[s:e].transpose(0, 1) for t in (q, k, v))  # (nh, l, hs)
         scores = (qs @ ks.transpose(-1, -2)).float() * scale  # (nh, l, l)
-        if window >= 0:
-            pos = torch.arange(e - s, device=q.device)
-            scores = scores.masked_fill((pos[:, None] - pos[None, :]).abs() > window, float("-inf"))
+        scores = scores.masked_fill(~window_mask(torch.arange(e - s, device=q.device), window), float("-inf"))
         probs = F.dropout(scores.softmax(-1), dropout_p).to(vs.dtype)
         out.append((probs @ vs).transpose(0, 1))  # (l, nh, hs)
     return torch.cat(out)

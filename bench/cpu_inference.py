@@ -53,6 +53,7 @@ CLASSES = {"ag_news": 4, "yahoo_answers": 10}
 
 # ---- the workers: each runs in a fresh process and prints one JSON line ----------------
 
+
 def _time_calls(call, batches: list[list[str]]) -> tuple[float, list[float]]:
     call(batches[0])  # warm-up
     lat = []
@@ -66,7 +67,7 @@ def _time_calls(call, batches: list[list[str]]) -> tuple[float, list[float]]:
 def worker(row: str, texts: list[str], batch: int, threads: int, model: str, classes: int) -> dict:
     batches = [texts[i : i + batch] for i in range(0, len(texts), batch)]
     if row == "nanonet runtime":
-        import runtimes
+        from nanonet import runtimes
 
         clf = runtimes.load(model, threads=threads)
         clf.predict_proba(texts[:batch], batch)  # warm-up
@@ -81,7 +82,7 @@ def worker(row: str, texts: list[str], batch: int, threads: int, model: str, cla
         import torch
         from tokenizers import Tokenizer
 
-        from export.padded import PaddedClassifier
+        from nanonet.export.padded import PaddedClassifier
         from nanonet.model.checkpoint import load_checkpoint
 
         torch.set_num_threads(threads)
@@ -149,6 +150,7 @@ def _peak_mb() -> float:
 
 # ---- the driver ---------------------------------------------------------------------------
 
+
 def footprint_mb(python: str, names: list[str]) -> float:
     """On-disk size of `names` and their dependencies, as installed for `python`."""
     code = r"""
@@ -173,7 +175,7 @@ def build_models(work: Path, classes: int, threads: int) -> tuple[str, str, str]
     """(teacher HF dir, student checkpoint, student bundle) for `classes` labels."""
     import torch
 
-    from export.bundle import export_bundle
+    from nanonet.export.bundle import export_bundle
     from nanonet.model import load_pretrained, make_student
     from nanonet.model.checkpoint import save_checkpoint
     from nanonet.model.encoder import NanoClassifier
@@ -207,7 +209,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from nanonet.fsutil import atomic_write_text
+    from nanonet.runtimes.fsutil import atomic_write_text
 
     console = Console(width=150)
     has_optimum = Path(args.optimum_python).is_file()
@@ -237,8 +239,11 @@ def main() -> None:
                     r = json.loads(done.stdout.strip().splitlines()[-1])
                     results.append({"set": name, "row": row, "batch": batch, "docs": len(texts), **r})
                     console.print(f"{name} b{batch} {row}: {r['docs_per_second']:.1f} docs/s, p50 {r['p50_ms']:.1f} ms")
-    footprints = {row: footprint_mb(args.optimum_python if "optimum" in row else sys.executable, IMPORTS[row])
-                  for row in ROWS if "optimum" not in row or has_optimum}  # fmt: skip
+    footprints = {
+        row: footprint_mb(args.optimum_python if "optimum" in row else sys.executable, IMPORTS[row])
+        for row in ROWS
+        if "optimum" not in row or has_optimum
+    }
     for r in results:
         r["install_mb"] = footprints[r["row"]]
     base = {(r["set"], r["batch"]): r["docs_per_second"] for r in results if r["row"] == "nanonet runtime"}
@@ -250,15 +255,28 @@ def main() -> None:
     for col in ("set", "batch", "model", "docs/s", "p50 ms", "peak MB", "install MB", "runtime is"):
         table.add_column(col)
     for r in results:
-        cells = [r["set"], str(r["batch"]), r["row"], f"{r['docs_per_second']:.1f}", f"{r['p50_ms']:.1f}", f"{r['peak_rss_mb']:.0f}",
-                 f"{r['install_mb']:.0f}", "-" if r["row"] == "nanonet runtime" else f"{r['runtime_speedup']:.2f}x faster"]  # fmt: skip
+        cells = [
+            r["set"],
+            str(r["batch"]),
+            r["row"],
+            f"{r['docs_per_second']:.1f}",
+            f"{r['p50_ms']:.1f}",
+            f"{r['peak_rss_mb']:.0f}",
+            f"{r['install_mb']:.0f}",
+            "-" if r["row"] == "nanonet runtime" else f"{r['runtime_speedup']:.2f}x faster",
+        ]
         table.add_row(*cells)
         lines.append("| " + " | ".join(cells) + " |")
     console.print(table)
     overhead = [f"{r['set']} {100 * r['overhead_share']:.1f}%" for r in results if r["row"] == "nanonet runtime" and r["batch"] == 32]
     console.print("runtime overhead at batch 32 (tokenization, bucketing, copying): " + ", ".join(overhead))
-    meta = {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(), "threads": args.threads,
-            "python": platform.python_version()}  # fmt: skip
+    meta = {
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpus": os.cpu_count(),
+        "threads": args.threads,
+        "python": platform.python_version(),
+    }
     RESULTS.mkdir(exist_ok=True)
     atomic_write_text(RESULTS / "cpu_inference.json", json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     atomic_write_text(RESULTS / "cpu_inference.md", "\n".join(lines) + "\n")

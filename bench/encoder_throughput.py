@@ -25,8 +25,8 @@ from rich.console import Console
 from rich.table import Table
 from tokenizers import Tokenizer
 
-from nanonet.fsutil import atomic_write_text
 from nanonet.model import load_pretrained, make_student, pack_padded
+from nanonet.runtimes.fsutil import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
@@ -89,11 +89,18 @@ def main() -> None:
         base = statistics.median(next(iter(results.values())))
         for label, times in results.items():
             med = statistics.median(times)
-            rows.append({
-                "set": name, "model": label, "batch_size": args.batch_size, "batches": len(batches),
-                "median_batch_ms": round(med * 1e3, 2), "docs_per_s": round(args.batch_size / med, 1),
-                "speedup_vs_transformers": round(base / med, 2), "padding_share": round(1 - real / padded, 3),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "set": name,
+                    "model": label,
+                    "batch_size": args.batch_size,
+                    "batches": len(batches),
+                    "median_batch_ms": round(med * 1e3, 2),
+                    "docs_per_s": round(args.batch_size / med, 1),
+                    "speedup_vs_transformers": round(base / med, 2),
+                    "padding_share": round(1 - real / padded, 3),
+                }
+            )
 
     report = {
         "benchmark": "encoder_throughput",
@@ -104,17 +111,27 @@ def main() -> None:
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    table = Table(title=f"Encoder throughput, CPU fp32, batch {args.batch_size}, {args.threads} threads (median of {args.batches}x{args.repeats} batches)")
+    table = Table(
+        title=f"Encoder throughput, CPU fp32, batch {args.batch_size}, {args.threads} threads (median of {args.batches}x{args.repeats} batches)"
+    )
     for col in ("set", "model", "padding share", "median ms/batch", "docs/s", "vs transformers"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["set"], r["model"], f"{r['padding_share']:.0%}", f"{r['median_batch_ms']:.1f}",
-                      f"{r['docs_per_s']:.0f}", f"{r['speedup_vs_transformers']:.2f}x")  # fmt: skip
+        table.add_row(
+            r["set"],
+            r["model"],
+            f"{r['padding_share']:.0%}",
+            f"{r['median_batch_ms']:.1f}",
+            f"{r['docs_per_s']:.0f}",
+            f"{r['speedup_vs_transformers']:.2f}x",
+        )
     Console(width=140).print(table)
     print("\n| set | model | padding share | median ms/batch | docs/s | vs transformers |\n|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['set']} | {r['model']} | {r['padding_share']:.0%} | {r['median_batch_ms']:.1f} | "
-              f"{r['docs_per_s']:.0f} | {r['speedup_vs_transformers']:.2f}x |")
+        print(
+            f"| {r['set']} | {r['model']} | {r['padding_share']:.0%} | {r['median_batch_ms']:.1f} | "
+            f"{r['docs_per_s']:.0f} | {r['speedup_vs_transformers']:.2f}x |"
+        )
     print(f"wrote {OUT.relative_to(ROOT)}")
 
 

@@ -28,11 +28,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from export.onnx_export import ROUTES, export_verified
-from nanonet.fsutil import atomic_write_text
+from nanonet.export.onnx_export import ROUTES, export_verified
 from nanonet.model import load_pretrained, make_student
 from nanonet.model.encoder import NanoClassifier
-from runtimes.classifier import pad_rows
+from nanonet.runtimes.classifier import pad_rows
+from nanonet.runtimes.fsutil import atomic_write_text
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ag_news" / "test.jsonl"
 OUT = Path(__file__).resolve().parent / "results" / "export_routes.json"
@@ -78,16 +78,33 @@ def main() -> None:
                     session.run(["logits"], b)
                 passes.append(time.perf_counter() - t0)
         med = statistics.median(passes)
-        rows.append({"route": route, "opset": facts["opset"], "export_seconds": export_s, "docs_per_second": len(texts) / med,
-                     "max_abs_diff": max(c["max_abs_diff"] for c in facts["verification"]),
-                     "attention_ops": ops.get("Attention", 0), "nodes": sum(ops.values()), "ops": ops})  # fmt: skip
-    table = Table(title=f"export routes: 0,2,4 student, {len(texts)} ag_news texts, batch 32 sorted, {args.threads} threads",
-                  title_justify="left")  # fmt: skip
+        rows.append(
+            {
+                "route": route,
+                "opset": facts["opset"],
+                "export_seconds": export_s,
+                "docs_per_second": len(texts) / med,
+                "max_abs_diff": max(c["max_abs_diff"] for c in facts["verification"]),
+                "attention_ops": ops.get("Attention", 0),
+                "nodes": sum(ops.values()),
+                "ops": ops,
+            }
+        )
+    table = Table(
+        title=f"export routes: 0,2,4 student, {len(texts)} ag_news texts, batch 32 sorted, {args.threads} threads", title_justify="left"
+    )
     for col in ("route", "opset", "nodes", "Attention ops", "max abs diff", "docs/s", "vs dynamo"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["route"], str(r["opset"]), str(r["nodes"]), str(r["attention_ops"]), f"{r['max_abs_diff']:.1e}",
-                      f"{r['docs_per_second']:.1f}", f"{r['docs_per_second'] / rows[0]['docs_per_second']:.2f}x")  # fmt: skip
+        table.add_row(
+            r["route"],
+            str(r["opset"]),
+            str(r["nodes"]),
+            str(r["attention_ops"]),
+            f"{r['max_abs_diff']:.1e}",
+            f"{r['docs_per_second']:.1f}",
+            f"{r['docs_per_second'] / rows[0]['docs_per_second']:.2f}x",
+        )
     Console().print(table)
     OUT.parent.mkdir(exist_ok=True)
     atomic_write_text(OUT, json.dumps({"threads": args.threads, "texts": len(texts), "rows": rows}, indent=2) + "\n")

@@ -50,9 +50,9 @@ def main() -> None:
         raise SystemExit("bench/gpu_attention.py needs a CUDA GPU; none here")
     from tokenizers import Tokenizer
 
-    from export.tensorrt.triton_varlen import varlen_attention
-    from nanonet.fsutil import atomic_write_text
+    from nanonet.export.tensorrt.triton_varlen import varlen_attention
     from nanonet.model import load_pretrained
+    from nanonet.runtimes.fsutil import atomic_write_text
 
     src = load_pretrained()
     tok = Tokenizer.from_file(str(src.tokenizer_file))

@@ -42,9 +42,9 @@ def packed_probs(graph: bytes, float16: bool, clf, texts: list[str], batch: int 
     """Class probabilities of a packed graph (serialized) on `texts`, in order, `batch` texts per run."""
     import onnx
 
-    from export.tensorrt.verify import packed_session
-    from runtimes.classifier import softmax
-    from runtimes.tensorrt import pack
+    from nanonet.export.tensorrt.verify import packed_session
+    from nanonet.runtimes.classifier import softmax
+    from nanonet.runtimes.tensorrt import pack
 
     session = packed_session(model=onnx.load_from_string(graph), float16=float16)
     out = []
@@ -68,13 +68,14 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=RESULTS / "int8_engine_graph.json")
     args = ap.parse_args()
 
+    from _paths import portable  # bench/_paths.py, beside this file
+    from quantization import publish, student_set  # bench/quantization.py, beside this file
     from rich.console import Console
 
-    import runtimes
-    from calibrate.quantize import quantize_bundle
-    from export.bundle import export_bundle
-    from export.tensorrt.engine import network_graph
-    from quantization import publish, student_set  # bench/quantization.py, beside this file
+    from nanonet import runtimes
+    from nanonet.calibrate.quantize import quantize_bundle
+    from nanonet.export.bundle import export_bundle
+    from nanonet.export.tensorrt.engine import network_graph
 
     console = Console(width=150)
     rows = []
@@ -88,17 +89,35 @@ def main() -> None:
             clf = runtimes.load(work / name / "fp32", threads=args.threads)
             gold = np.array([clf.labels.index(str(r["label"])) for r in rows_in])
             fp32_graph = (work / name / "fp32" / "model.trt.onnx").read_bytes()
-            graphs = {"fp32": (fp32_graph, False, None, None), "fp16 engine graph": (network_graph(work / name / "fp32" / "model.trt.onnx", "jit", "fp16"), True, None, None)}
+            graphs = {
+                "fp32": (fp32_graph, False, None, None),
+                "fp16 engine graph": (network_graph(work / name / "fp32" / "model.trt.onnx", "jit", "fp16"), True, None, None),
+            }
             runs = [(c, 1e-9) for c in args.calibrators.split(",")] + [(c, args.min_agreement) for c in args.guarded.split(",") if c]
             for calibrator, min_agreement in runs:
                 label = f"int8 {calibrator}" + (f" + guard ({min_agreement})" if min_agreement > 1e-9 else "")
                 out = work / name / label.replace(" ", "_")
                 with console.status(f"{name}: quantize --target tensorrt --calibrator {calibrator} --min-agreement {min_agreement}"):
                     t0 = time.perf_counter()
-                    manifest = quantize_bundle(work / name / "fp32", out, calib, method="static", calibrator=calibrator, target="tensorrt",
-                                               samples=args.samples, threads=args.threads, min_agreement=min_agreement, say=lambda m: None)  # fmt: skip
+                    manifest = quantize_bundle(
+                        work / name / "fp32",
+                        out,
+                        calib,
+                        method="static",
+                        calibrator=calibrator,
+                        target="tensorrt",
+                        samples=args.samples,
+                        threads=args.threads,
+                        min_agreement=min_agreement,
+                        say=lambda m: None,
+                    )
                     seconds = time.perf_counter() - t0
-                graphs[label] = (network_graph(out / "model.trt.onnx", "jit", "int8"), True, manifest["quantization"]["tensorrt_graph"], seconds)
+                graphs[label] = (
+                    network_graph(out / "model.trt.onnx", "jit", "int8"),
+                    True,
+                    manifest["quantization"]["tensorrt_graph"],
+                    seconds,
+                )
             ref = None
             for label, (graph, float16, record, seconds) in graphs.items():
                 with console.status(f"{name}: measuring {label}"):
@@ -106,23 +125,58 @@ def main() -> None:
                 if ref is None:
                     ref = probs
                 pred = probs.argmax(-1)
-                rows.append({"set": name, "variant": label, "student": str(Path(ckpt).resolve()), "student_sha256": digest, "n": len(texts),
-                             "accuracy": float(np.mean(pred == gold)), "agreement": float(np.mean(pred == ref.argmax(-1))),
-                             "mean_abs_prob_diff": float(np.abs(probs - ref).mean()),
-                             "held_out_agreement": None if record is None else record.get("agreement"),
-                             "calibrator": None if record is None else record.get("calibrator"), "quantize_seconds": seconds,
-                             "kept_float": None if record is None else record.get("kept_float")})  # fmt: skip
+                rows.append(
+                    {
+                        "set": name,
+                        "variant": label,
+                        "student": portable(ckpt, digest=digest),
+                        "student_sha256": digest,
+                        "n": len(texts),
+                        "accuracy": float(np.mean(pred == gold)),
+                        "agreement": float(np.mean(pred == ref.argmax(-1))),
+                        "mean_abs_prob_diff": float(np.abs(probs - ref).mean()),
+                        "held_out_agreement": None if record is None else record.get("agreement"),
+                        "calibrator": None if record is None else record.get("calibrator"),
+                        "quantize_seconds": seconds,
+                        "kept_float": None if record is None else record.get("kept_float"),
+                    }
+                )
                 console.print(f"{name} {label}: acc {rows[-1]['accuracy']:.4f} agree {rows[-1]['agreement']:.4f}")
 
     fp32 = {r["set"]: r for r in rows if r["variant"] == "fp32"}
-    cells = [[r["set"], r["variant"], f"{100 * r['accuracy']:.2f}", f"{100 * (r['accuracy'] - fp32[r['set']]['accuracy']):+.2f}",
-              f"{100 * r['agreement']:.2f}", f"{r['mean_abs_prob_diff']:.4f}",
-              "-" if r["held_out_agreement"] is None else f"{100 * r['held_out_agreement']:.2f}",
-              "-" if r.get("kept_float") is None else str(len(r["kept_float"])),
-              "-" if r["quantize_seconds"] is None else f"{r['quantize_seconds']:.0f}"] for r in rows]  # fmt: skip
-    publish(console, "TensorRT graphs as the builder makes them, run on a CPU (ONNX Runtime, plugin reference op)",
-            ["set", "graph", "accuracy (%)", "vs fp32 (points)", "agreement (%)", "mean abs prob diff", "held-out agreement (%)", "kept float", "quantize s"],
-            cells, args.results, {"threads": args.threads, "samples": args.samples, "rows": rows})  # fmt: skip
+    cells = [
+        [
+            r["set"],
+            r["variant"],
+            f"{100 * r['accuracy']:.2f}",
+            f"{100 * (r['accuracy'] - fp32[r['set']]['accuracy']):+.2f}",
+            f"{100 * r['agreement']:.2f}",
+            f"{r['mean_abs_prob_diff']:.4f}",
+            "-" if r["held_out_agreement"] is None else f"{100 * r['held_out_agreement']:.2f}",
+            "-" if r.get("kept_float") is None else str(len(r["kept_float"])),
+            "-" if r["quantize_seconds"] is None else f"{r['quantize_seconds']:.0f}",
+        ]
+        for r in rows
+    ]
+    publish(
+        console,
+        "TensorRT graphs as the builder makes them, run on a CPU (ONNX Runtime, plugin reference op)",
+        [
+            "set",
+            "graph",
+            "accuracy (%)",
+            "vs fp32 (points)",
+            "agreement (%)",
+            "mean abs prob diff",
+            "held-out agreement (%)",
+            "kept float",
+            "quantize s",
+        ],
+        cells,
+        args.results,
+        {"threads": args.threads, "samples": args.samples, "rows": rows},
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -74,7 +74,7 @@ def cpu_isa() -> str:
 
 def optimum_bundle(fp32: Path, out: Path, python: str, isa: str) -> None:
     """optimum's dynamic preset on the bundle's model.onnx, repackaged as a bundle."""
-    from runtimes.bundle import Manifest, read_bundle, write_bundle
+    from nanonet.runtimes.bundle import Manifest, read_bundle, write_bundle
 
     src = read_bundle(fp32)
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,7 +84,9 @@ def optimum_bundle(fp32: Path, out: Path, python: str, isa: str) -> None:
             raise SystemExit(f"optimum quantizer failed:\n{done.stderr[-2000:]}")
         produced = next((Path(tmp) / "q").glob("*.onnx"))
         manifest = Manifest(**{**src.manifest.__dict__, "precision": f"int8-optimum-{isa}"})
-        manifest.quantization = {"method": f"optimum AutoQuantizationConfig.{isa}(is_static=False, per_channel=False), Attention not quantized"}
+        manifest.quantization = {
+            "method": f"optimum AutoQuantizationConfig.{isa}(is_static=False, per_channel=False), Attention not quantized"
+        }
         write_bundle(out, manifest, {"model.onnx": produced, "tokenizer.json": src.file("tokenizer.json")})
 
 
@@ -101,7 +103,7 @@ def student_set(spec: str, data: Path, limit: int) -> tuple[str, str, list[dict]
 
 def measure(bundle: Path, texts: list[str], gold: np.ndarray | None, ref: np.ndarray | None, threads: int) -> dict:
     """Accuracy and agreement with fp32 (`ref`) on all test texts, at batch 32."""
-    import runtimes
+    from nanonet import runtimes
 
     clf = runtimes.load(bundle, threads=threads)
     probs = clf.predict_proba(texts, 32)
@@ -110,15 +112,16 @@ def measure(bundle: Path, texts: list[str], gold: np.ndarray | None, ref: np.nda
         "accuracy": None if gold is None else float(np.mean(pred == gold)),
         "agreement": None if ref is None else float(np.mean(pred == ref.argmax(-1))),
         "model_mb": clf.bundle.manifest.files["model.onnx"]["bytes"] / 1e6,
-        "precision": clf.bundle.manifest.precision, "probs": probs,
-    }  # fmt: skip
+        "precision": clf.bundle.manifest.precision,
+        "probs": probs,
+    }
 
 
 def time_rounds(bundles: dict[str, Path], texts: list[str], threads: int, rounds: int) -> dict[str, dict]:
     """Documents per second at batch 32 of every bundle over the same texts, interleaved:
     each round runs each bundle once (the order reversed every other round). Per bundle:
     the median speed and the median of its per-round ratios to the first bundle (fp32)."""
-    import runtimes
+    from nanonet import runtimes
 
     clfs = {label: runtimes.load(path, threads=threads) for label, path in bundles.items()}
     for clf in clfs.values():
@@ -130,8 +133,10 @@ def time_rounds(bundles: dict[str, Path], texts: list[str], threads: int, rounds
             clfs[label].predict_proba(texts, 32)
             speeds[label].append(len(texts) / (time.perf_counter() - t0))
     base = speeds[next(iter(clfs))]
-    return {label: {"docs_per_second": float(np.median(s)), "speed_vs_fp32": float(np.median(np.divide(s, base))), "rounds": len(s)}
-            for label, s in speeds.items()}  # fmt: skip
+    return {
+        label: {"docs_per_second": float(np.median(s)), "speed_vs_fp32": float(np.median(np.divide(s, base))), "rounds": len(s)}
+        for label, s in speeds.items()
+    }
 
 
 def main() -> None:
@@ -144,16 +149,21 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="timing rounds (each runs every bundle once)")
     ap.add_argument("--only", default=None, help="comma-separated variants to run (default: all)")
     ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--results", type=Path, default=RESULTS / "quantization.json",
-                    help="the JSON to write (a .md table beside it); one file per machine type: rows keep only their own")
+    ap.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS / "quantization.json",
+        help="the JSON to write (a .md table beside it); one file per machine type: rows keep only their own",
+    )
     ap.add_argument("--optimum-python", default=str(ROOT / ".venv-optimum" / "bin" / "python"))
     args = ap.parse_args()
 
+    from _paths import portable  # bench/_paths.py, beside this file
     from rich.console import Console
 
-    from calibrate.quantize import quantize_bundle
-    from nanonet.errors import NanonetError
-    from export.bundle import export_bundle
+    from nanonet.calibrate.quantize import quantize_bundle
+    from nanonet.export.bundle import export_bundle
+    from nanonet.runtimes.errors import NanonetError
 
     console = Console(width=150)
     isa = cpu_isa()
@@ -189,8 +199,9 @@ def main() -> None:
                 with console.status(f"{name}: {label}"):
                     t0 = time.perf_counter()
                     try:
-                        quantize_bundle(work / name / "fp32", work / name / label, samples=args.samples, threads=args.threads,
-                                        say=lambda m: None, **kw)  # fmt: skip
+                        quantize_bundle(
+                            work / name / "fp32", work / name / label, samples=args.samples, threads=args.threads, say=lambda m: None, **kw
+                        )
                     except NanonetError as e:  # e.g. an agreement the guard cannot reach: the other rows still count
                         console.print(f"{name} {label}: no bundle ({e})")
                         continue
@@ -210,9 +221,21 @@ def main() -> None:
                     r["agreement"] = 1.0
                 q = json.loads((path / "manifest.json").read_text()).get("quantization", {})
                 built[label] = path
-                rows.append({"set": name, "variant": label, "student": str(Path(ckpt).resolve()), "student_sha256": weights_digest, "n": len(texts), "kept_float": q.get("kept_float"),
-                             "quantize_seconds": q_seconds.get(label), **{k: v for k, v in r.items() if k != "probs"}})  # fmt: skip
-                console.print(f"{name} {label}: acc {rows[-1]['accuracy']:.4f} agree {rows[-1]['agreement']:.4f} {rows[-1]['model_mb']:.1f} MB")
+                rows.append(
+                    {
+                        "set": name,
+                        "variant": label,
+                        "student": portable(ckpt, digest=weights_digest),
+                        "student_sha256": weights_digest,
+                        "n": len(texts),
+                        "kept_float": q.get("kept_float"),
+                        "quantize_seconds": q_seconds.get(label),
+                        **{k: v for k, v in r.items() if k != "probs"},
+                    }
+                )
+                console.print(
+                    f"{name} {label}: acc {rows[-1]['accuracy']:.4f} agree {rows[-1]['agreement']:.4f} {rows[-1]['model_mb']:.1f} MB"
+                )
             with console.status(f"{name}: timing {len(built)} bundles, {args.rounds} rounds of {args.time_texts} texts"):
                 timing = time_rounds(built, texts[: args.time_texts], args.threads, args.rounds)
             for row in rows:
@@ -223,27 +246,47 @@ def main() -> None:
         # a run replaces its own rows and keeps the rest: other sets, and (with --only) the
         # other variants of the same student; rows timed before interleaved rounds are dropped
         ran = {(r["set"], r["variant"]) for r in rows}
-        kept = [r for r in json.loads(args.results.read_text())["rows"]
-                if (r["set"], r["variant"]) not in ran and (r["variant"] in known or r["variant"].startswith("optimum"))
-                and "speed_vs_fp32" in r]  # fmt: skip
+        kept = [
+            r
+            for r in json.loads(args.results.read_text())["rows"]
+            if (r["set"], r["variant"]) not in ran
+            and (r["variant"] in known or r["variant"].startswith("optimum"))
+            and "speed_vs_fp32" in r
+        ]
         students = {r["set"]: r["student_sha256"] for r in rows}
         # rows of another student of the same set would not compare: only the same student's
         # (the same weights, wherever the checkpoint lies now) stay
         rows = [r for r in kept if r["set"] not in students or r.get("student_sha256") == students[r["set"]]] + rows
     fp32 = {r["set"]: r for r in rows if r["variant"] == "fp32"}
-    cells = [[r["set"], r["variant"], f"{100 * r['accuracy']:.2f}", f"{100 * (r['accuracy'] - fp32[r['set']]['accuracy']):+.2f}",
-              f"{100 * r['agreement']:.2f}", f"{r['docs_per_second']:.1f}", f"{r['speed_vs_fp32']:.2f}x",
-              f"{r['model_mb']:.1f}", f"{r['model_mb'] / fp32[r['set']]['model_mb']:.2f}"] for r in rows]  # fmt: skip
-    publish(console, f"int8 variants, {args.threads} threads, batch 32, CPU {isa}",
-            ["set", "variant", "accuracy (%)", "vs fp32 (points)", "agreement (%)", "docs/s", "speed vs fp32", "model MB", "size vs fp32"],
-            cells, args.results, {"isa": isa, "threads": args.threads, "rows": rows})  # fmt: skip
+    cells = [
+        [
+            r["set"],
+            r["variant"],
+            f"{100 * r['accuracy']:.2f}",
+            f"{100 * (r['accuracy'] - fp32[r['set']]['accuracy']):+.2f}",
+            f"{100 * r['agreement']:.2f}",
+            f"{r['docs_per_second']:.1f}",
+            f"{r['speed_vs_fp32']:.2f}x",
+            f"{r['model_mb']:.1f}",
+            f"{r['model_mb'] / fp32[r['set']]['model_mb']:.2f}",
+        ]
+        for r in rows
+    ]
+    publish(
+        console,
+        f"int8 variants, {args.threads} threads, batch 32, CPU {isa}",
+        ["set", "variant", "accuracy (%)", "vs fp32 (points)", "agreement (%)", "docs/s", "speed vs fp32", "model MB", "size vs fp32"],
+        cells,
+        args.results,
+        {"isa": isa, "threads": args.threads, "rows": rows},
+    )
 
 
 def publish(console, title: str, headers: list[str], cells: list[list[str]], results: Path, payload: dict) -> None:
     """Print the rows as a table; write `payload` to `results` (JSON) and the table beside it (.md)."""
     from rich.table import Table
 
-    from nanonet.fsutil import atomic_write_text
+    from nanonet.runtimes.fsutil import atomic_write_text
 
     table = Table(title=title, title_justify="left")
     for header in headers:
@@ -256,6 +299,7 @@ def publish(console, title: str, headers: list[str], cells: list[list[str]], res
     results.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(results, json.dumps(payload, indent=2) + "\n")
     atomic_write_text(results.with_suffix(".md"), "\n".join(lines) + "\n")
+
 
 if __name__ == "__main__":
     main()

@@ -25,8 +25,8 @@ from rich.console import Console
 from rich.table import Table
 from tokenizers import Tokenizer
 
-from nanonet.fsutil import atomic_write_text
 from nanonet.model import NanoClassifier, load_pretrained, make_student, pack_padded
+from nanonet.runtimes.fsutil import atomic_write_text
 from nanonet.train.peft import set_trainable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,9 +110,16 @@ def main() -> None:
         med = statistics.median(times)
         rows_out.append({"mode": label, "median_step_s": round(med, 3), "real_tokens_per_s": round(real / len(times) / med, 1)})
     ratio = rows_out[0]["median_step_s"] / rows_out[1]["median_step_s"]
-    report = {"benchmark": "train_throughput", "set": args.set, "batch_size": args.batch_size, "steps": args.steps,
-              "threads": args.threads, "padding_share": round(1 - real / padded_positions, 3), "rows": rows_out,
-              "packed_speedup": round(ratio, 2)}  # fmt: skip
+    report = {
+        "benchmark": "train_throughput",
+        "set": args.set,
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "threads": args.threads,
+        "padding_share": round(1 - real / padded_positions, 3),
+        "rows": rows_out,
+        "packed_speedup": round(ratio, 2),
+    }
     atomic_write_text(OUT, json.dumps(report, indent=2) + "\n")
     table = Table(title=f"Training step, {args.set}, batch {args.batch_size}, bias-only student {LAYERS}, CPU fp32, {args.threads} threads")
     for col in ("mode", "median s/step", "real tokens/s"):

@@ -60,4 +60,3 @@ def probabilities(path: Path, batches: list[dict[str, np.ndarray]], names: list[
 
     s = ort.InferenceSession(str(path), ort_options(threads), providers=["CPUExecutionProvider"])
     return softmax(np.concatenate([s.run(["logits"], {n: b[n] for n in names})[0] for b in batches]))
-

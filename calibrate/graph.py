@@ -56,7 +56,9 @@ def lowest_constants(model) -> int:
     from onnx import numpy_helper
 
     lowest = np.finfo(np.float32).min
-    tensors = list(model.graph.initializer) + [a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.type == a.TENSOR]
+    tensors = list(model.graph.initializer) + [
+        a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.type == a.TENSOR
+    ]
     return sum(1 for t in tensors if (arr := numpy_helper.to_array(t)).size and arr.dtype == np.float32 and np.all(arr == lowest))
 
 
@@ -80,8 +82,10 @@ def float_outputs(model) -> list[str]:
     for node in pairs:
         model.graph.node.remove(node)
     used = {i for n in model.graph.node for i in n.input} | set(outputs)
-    for field, drop in ((model.graph.initializer, lambda t: t.name not in used),  # the pairs' scales and zero points
-                        (model.graph.value_info, lambda t: t.name in renamed)):  # fmt: skip
+    for field, drop in (
+        (model.graph.initializer, lambda t: t.name not in used),  # the pairs' scales and zero points
+        (model.graph.value_info, lambda t: t.name in renamed),
+    ):
         kept = [t for t in field if not drop(t)]
         if len(kept) < len(field):
             del field[:]
@@ -106,8 +110,12 @@ def census(path: str | Path) -> Counter:
 def check_quantized(ops: Counter, path: Path, expect_activations: bool) -> dict:
     """Fail when the quantizer left nothing quantized, or (static) left activations in float."""
     quantized = sum(ops[k] for k in QUANTIZED_MATMULS)
-    summary = {"quantized_matmuls": quantized, "float_matmuls": sum(ops[k] for k in FLOAT_MATMULS),
-               "quantize_linear": ops["QuantizeLinear"] + ops["DynamicQuantizeLinear"], "ops": dict(sorted(ops.items()))}  # fmt: skip
+    summary = {
+        "quantized_matmuls": quantized,
+        "float_matmuls": sum(ops[k] for k in FLOAT_MATMULS),
+        "quantize_linear": ops["QuantizeLinear"] + ops["DynamicQuantizeLinear"],
+        "ops": dict(sorted(ops.items())),
+    }
     if quantized == 0 and not (expect_activations and ops["QuantizeLinear"] and ops["DequantizeLinear"]):
         raise NanonetError(f"{path}: no matrix multiplication was quantized (operators: {dict(ops)})")
     if expect_activations and ops["QuantizeLinear"] == 0 and ops["QLinearMatMul"] == 0 and ops["MatMulIntegerToFloat"] == 0:
@@ -137,7 +145,9 @@ def quantize_embedding_table(model, min_rows: int = 1024) -> dict | None:
     for init in list(model.graph.initializer):
         if init.name == name:
             model.graph.initializer.remove(init)
-    model.graph.initializer.extend([numpy_helper.from_array(q, f"{name}_int8"), numpy_helper.from_array(scale.astype(np.float32), f"{name}_scale")])
+    model.graph.initializer.extend(
+        [numpy_helper.from_array(q, f"{name}_int8"), numpy_helper.from_array(scale.astype(np.float32), f"{name}_scale")]
+    )
     out = node.output[0]
     rows, scales, rows_f = f"{out}_int8_rows", f"{out}_row_scales", f"{out}_rows_f32"
     new = [

@@ -8,8 +8,8 @@ with the float one on `min_agreement` of those texts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -17,9 +17,18 @@ from nanonet.runtimes.errors import NanonetError
 from nanonet.runtimes.metrics import agreement
 
 
-def keep_sensitive_in_float(graph: str, products: dict[str, str], quantize: Callable[..., None], probs: Callable[[Path], np.ndarray],
-                            ref: np.ndarray, all_int8: float, min_agreement: float, out: Path, work: Path, say: Callable[[str], None],
-                            ) -> tuple[list[str], dict[str, float], float]:  # fmt: skip
+def keep_sensitive_in_float(
+    graph: str,
+    products: dict[str, str],
+    quantize: Callable[..., None],
+    probs: Callable[[Path], np.ndarray],
+    ref: np.ndarray,
+    all_int8: float,
+    min_agreement: float,
+    out: Path,
+    work: Path,
+    say: Callable[[str], None],
+) -> tuple[list[str], dict[str, float], float]:
     """`graph`: its name in messages; `products`: node -> parameter name; `quantize(path,
     exclude, only=None)` writes the graph quantized without the `exclude` nodes (or only
     the `only` ones); `probs(path)`: its probabilities on the held-out texts, `ref` the
@@ -42,6 +51,8 @@ def keep_sensitive_in_float(graph: str, products: dict[str, str], quantize: Call
         say(f"  {graph}: keeping {len(kept)} in float ({products[node]}): agreement {reached:.3f}")
         if reached >= min_agreement:
             return kept, sensitivity, reached
-    raise NanonetError(f"{graph}: --min-agreement {min_agreement} not reached on {len(ref)} held-out calibration texts even with "
-                       f"{len(kept)} of {len(products)} matrix multiplications in float (agreement {reached:.3f}); "
-                       "lower it, or pass more --samples")  # fmt: skip
+    raise NanonetError(
+        f"{graph}: --min-agreement {min_agreement} not reached on {len(ref)} held-out calibration texts even with "
+        f"{len(kept)} of {len(products)} matrix multiplications in float (agreement {reached:.3f}); "
+        "lower it, or pass more --samples"
+    )

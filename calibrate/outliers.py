@@ -19,8 +19,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def split_outliers(model, nodes: list[str], ranges: dict[str, np.ndarray], ratio: float = 6.0,
-                   max_channels: int = 8) -> tuple[dict[str, list[int]], list[str]]:  # fmt: skip
+def split_outliers(
+    model, nodes: list[str], ranges: dict[str, np.ndarray], ratio: float = 6.0, max_channels: int = 8
+) -> tuple[dict[str, list[int]], list[str]]:
     """Split the named MatMul nodes of `model` in place.
 
     Returns {node: outlier channels} for the nodes split and the names of the new float
@@ -43,16 +44,18 @@ def split_outliers(model, nodes: list[str], ranges: dict[str, np.ndarray], ratio
         mask = np.ones(len(peak), dtype=np.float32)
         mask[idx] = 0.0
         p, x, y = node.name, node.input[0], node.output[0]
-        model.graph.initializer.extend([
-            numpy_helper.from_array(mask, f"{p}_inlier_mask"),
-            numpy_helper.from_array(idx.astype(np.int64), f"{p}_outlier_channels"),
-            numpy_helper.from_array(np.ascontiguousarray(w[idx]).astype(np.float32), f"{p}_outlier_weight"),
-        ])  # fmt: skip
+        model.graph.initializer.extend(
+            [
+                numpy_helper.from_array(mask, f"{p}_inlier_mask"),
+                numpy_helper.from_array(idx.astype(np.int64), f"{p}_outlier_channels"),
+                numpy_helper.from_array(np.ascontiguousarray(w[idx]).astype(np.float32), f"{p}_outlier_weight"),
+            ]
+        )
         before = [
             helper.make_node("Mul", [x, f"{p}_inlier_mask"], [f"{p}_inliers"], name=f"{p}_inliers"),
             helper.make_node("Gather", [x, f"{p}_outlier_channels"], [f"{p}_outliers"], name=f"{p}_outliers", axis=-1),
             helper.make_node("MatMul", [f"{p}_outliers", f"{p}_outlier_weight"], [f"{p}_outlier_product"], name=f"{p}_outlier_matmul"),
-        ]  # fmt: skip
+        ]
         node.input[0], node.output[0] = f"{p}_inliers", f"{p}_inlier_product"
         after = helper.make_node("Add", [f"{p}_inlier_product", f"{p}_outlier_product"], [y], name=f"{p}_outlier_add")
         position = list(model.graph.node).index(node)

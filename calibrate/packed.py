@@ -91,8 +91,14 @@ def _expand(node, p: str):
 
     nodes, constants = [], []
     heads_shape = const("heads_shape", [-1, nh, hs], np.int64)
-    q, k, v = (op("Slice", [qkv, const(f"{n}_start", [j * H], np.int64), const(f"{n}_end", [(j + 1) * H], np.int64),
-                            const(f"{n}_axis", [1], np.int64)], n) for j, n in enumerate("qkv"))  # fmt: skip
+    q, k, v = (
+        op(
+            "Slice",
+            [qkv, const(f"{n}_start", [j * H], np.int64), const(f"{n}_end", [(j + 1) * H], np.int64), const(f"{n}_axis", [1], np.int64)],
+            n,
+        )
+        for j, n in enumerate("qkv")
+    )
     q = op("Transpose", [op("Reshape", [q, heads_shape], "q_heads")], "q_t", perm=[1, 0, 2])  # (nh, T, hs)
     k = op("Transpose", [op("Reshape", [k, heads_shape], "k_heads")], "k_t", perm=[1, 2, 0])  # (nh, hs, T)
     v = op("Transpose", [op("Reshape", [v, heads_shape], "v_heads")], "v_t", perm=[1, 0, 2])  # (nh, T, hs)
@@ -105,13 +111,19 @@ def _expand(node, p: str):
     cu64 = op("Cast", [cu], "cu64", to=TensorProto.INT64)
     ends = op("Slice", [cu64, const("one_1d", [1], np.int64), const("end_1d", [np.iinfo(np.int64).max], np.int64)], "ends")  # (B,)
     axis0, axis1 = const("axis0", [0], np.int64), const("axis1", [1], np.int64)
-    past = op("Cast", [op("GreaterOrEqual", [op("Unsqueeze", [t, axis1], "t_col"), op("Unsqueeze", [ends, axis0], "ends_row")], "past")],
-              "past_int", to=TensorProto.INT64)  # fmt: skip
+    past = op(
+        "Cast",
+        [op("GreaterOrEqual", [op("Unsqueeze", [t, axis1], "t_col"), op("Unsqueeze", [ends, axis0], "ends_row")], "past")],
+        "past_int",
+        to=TensorProto.INT64,
+    )
     seq = op("ReduceSum", [past, axis1], "seq", keepdims=0)  # (T,)
     allowed = op("Equal", [op("Unsqueeze", [seq, axis1], "seq_col"), op("Unsqueeze", [seq, axis0], "seq_row")], "same")  # (T, T)
     if window >= 0:
         pos = op("Sub", [t, op("Gather", [cu64, seq], "starts")], "pos")
-        dist = op("Abs", [op("Sub", [op("Unsqueeze", [pos, axis1], "pos_col"), op("Unsqueeze", [pos, axis0], "pos_row")], "offset")], "dist")
+        dist = op(
+            "Abs", [op("Sub", [op("Unsqueeze", [pos, axis1], "pos_col"), op("Unsqueeze", [pos, axis0], "pos_row")], "offset")], "dist"
+        )
         allowed = op("And", [allowed, op("LessOrEqual", [dist, const("window", window, np.int64)], "in_window")], "allowed")
     bias = op("Where", [allowed, const("open", 0.0, np.float32), const("masked", MASKED, np.float32)], "bias")
     probs = op("Softmax", [op("Add", [scores, bias], "masked_scores")], "probs", axis=-1)
@@ -124,12 +136,24 @@ def weight_products(model) -> dict[str, str]:
     """The packed graph's MatMul/Gemm nodes with a weight -> the parameter they multiply by,
     named as in the padded graph's record ('encoder.layers.0.fc1', 'head')."""
     inits = {i.name for i in model.graph.initializer}
-    return {n.name: n.input[1].removeprefix("model.").removesuffix(".weight") for n in model.graph.node
-            if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1 and n.input[1] in inits}  # fmt: skip
+    return {
+        n.name: n.input[1].removeprefix("model.").removesuffix(".weight")
+        for n in model.graph.node
+        if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1 and n.input[1] in inits
+    }
 
 
-def quantize_packed(src, out, calib: list[dict], check: list[dict], work, threads: int | None = None,
-                    calibrator: str = "minmax", min_agreement: float | None = None, say=lambda message: None) -> dict:  # fmt: skip
+def quantize_packed(
+    src,
+    out,
+    calib: list[dict],
+    check: list[dict],
+    work,
+    threads: int | None = None,
+    calibrator: str = "minmax",
+    min_agreement: float | None = None,
+    say=lambda message: None,
+) -> dict:
     """model.trt.onnx -> explicit symmetric int8 Q/DQ on every matrix multiplication with a
     weight (per-channel weights, per-tensor activations from `calib` by `calibrator`; on
     the products' inputs, their outputs float), the form a strongly typed TensorRT network
@@ -171,16 +195,24 @@ def quantize_packed(src, out, calib: list[dict], check: list[dict], work, thread
         texts = int(sum(len(b["cu_seqlens"]) - 1 for b in check))
         sensitivity = None
         if min_agreement is not None and reached < min_agreement:
-            kept, sensitivity, reached = keep_sensitive_in_float("model.trt.onnx", products, run, probs, ref, reached, min_agreement,
-                                                                 quantized, work, say)  # fmt: skip
+            kept, sensitivity, reached = keep_sensitive_in_float(
+                "model.trt.onnx", products, run, probs, ref, reached, min_agreement, quantized, work, say
+            )
             got = probs(quantized)
-        record.update(agreement=reached, agreement_before=before, min_agreement=min_agreement, max_prob_diff=float(np.abs(ref - got).max()),
-                      texts=texts, sensitivity={products[k]: v for k, v in sensitivity.items()} if sensitivity else None)  # fmt: skip
+        record.update(
+            agreement=reached,
+            agreement_before=before,
+            min_agreement=min_agreement,
+            max_prob_diff=float(np.abs(ref - got).max()),
+            texts=texts,
+            sensitivity={products[k]: v for k, v in sensitivity.items()} if sensitivity else None,
+        )
     record["kept_float"] = [products[n] for n in kept]
     q = onnx.load(str(quantized))
     onnx.save(collapse_attention(q, model), str(out))
     record["census"] = dict(Counter(n.op_type for n in q.graph.node if n.op_type.endswith("Linear")))
     producer = {o: n.op_type for n in q.graph.node for o in n.output}
-    record["quantized_matmuls"] = sum(1 for n in q.graph.node if n.op_type in ("MatMul", "Gemm")
-                                      and all(producer.get(i) == "DequantizeLinear" for i in n.input[:2]))  # fmt: skip
+    record["quantized_matmuls"] = sum(
+        1 for n in q.graph.node if n.op_type in ("MatMul", "Gemm") and all(producer.get(i) == "DequantizeLinear" for i in n.input[:2])
+    )
     return record

@@ -39,9 +39,9 @@ import logging
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from nanonet.calibrate.data import sample_texts
 from nanonet.calibrate.feeds import packed_batches, padded_batches, probabilities
@@ -126,8 +126,10 @@ class QuantizeSettings:
             # mixed precision
             method = "dynamic"
             if not have_texts:
-                say("no --calib file: using dynamic quantization (weights int8, activations quantized at run time); "
-                    "agreement with fp32 is not checked")  # fmt: skip
+                say(
+                    "no --calib file: using dynamic quantization (weights int8, activations quantized at run time); "
+                    "agreement with fp32 is not checked"
+                )
         if method == "static" and not have_texts:
             raise NanonetError("--method static needs calibration text: pass --calib FILE")
         if self.target == "tensorrt" and method != "static":
@@ -137,8 +139,9 @@ class QuantizeSettings:
         return method
 
 
-def quantize_bundle(bundle: str | Path, out: str | Path, calib: str | Path | None = None, say: Callable[[str], None] = print,
-                    **settings) -> dict:  # fmt: skip
+def quantize_bundle(
+    bundle: str | Path, out: str | Path, calib: str | Path | None = None, say: Callable[[str], None] = print, **settings
+) -> dict:
     """Quantize `bundle` into `out`; returns the new manifest (with a `quantization` record).
     `settings` are QuantizeSettings fields: quantize_bundle(b, out, calib, method="static")."""
     s = QuantizeSettings(calib=calib, **settings)
@@ -296,8 +299,12 @@ class Job:
         self.source = self.work / "split.onnx"
         onnx.save(self.model, str(self.source))
         self.always_float = float_products
-        self.split = {"mode": self.settings.outliers, "ratio": self.settings.outlier_ratio,
-                      "channels": {self.matmuls[n]: c for n, c in channels.items()}, "agreement_before": agreement_before}  # fmt: skip
+        self.split = {
+            "mode": self.settings.outliers,
+            "ratio": self.settings.outlier_ratio,
+            "channels": {self.matmuls[n]: c for n, c in channels.items()},
+            "agreement_before": agreement_before,
+        }
         return True
 
     def quantize(self, path: Path, exclude: list[str], only: list[str] | None = None) -> None:
@@ -306,12 +313,21 @@ class Job:
         if self.method == "dynamic":
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantize_dynamic(self.source, path, op_types_to_quantize=OP_TYPES, per_channel=True, weight_type=QuantType.QInt8,
-                             reduce_range=s.weight_bits == 7, nodes_to_exclude=exclude + self.always_float, nodes_to_quantize=only,
-                             extra_options={"MatMulConstBOnly": True})  # fmt: skip
+            quantize_dynamic(
+                self.source,
+                path,
+                op_types_to_quantize=OP_TYPES,
+                per_channel=True,
+                weight_type=QuantType.QInt8,
+                reduce_range=s.weight_bits == 7,
+                nodes_to_exclude=exclude + self.always_float,
+                nodes_to_quantize=only,
+                extra_options={"MatMulConstBOnly": True},
+            )
         else:
-            quantize_qdq(self.source, path, self.calib_batches, self.names, s.calibrator, self.ranges_cache, s.target == "tensorrt",
-                         exclude, only)  # fmt: skip
+            quantize_qdq(
+                self.source, path, self.calib_batches, self.names, s.calibrator, self.ranges_cache, s.target == "tensorrt", exclude, only
+            )
 
     def probs(self, path: Path):
         return probabilities(path, self.check_batches, self.names, self.settings.threads)
@@ -330,8 +346,9 @@ class Job:
             reached = self._try_outlier_split(int8, ref, reached, say)  # the cheap remedy first
         if reached >= s.min_agreement:
             return [], None, reached
-        return keep_sensitive_in_float("model.onnx", self.matmuls, self.quantize, self.probs, ref, reached, s.min_agreement, int8, self.work,
-                                       say)  # fmt: skip
+        return keep_sensitive_in_float(
+            "model.onnx", self.matmuls, self.quantize, self.probs, ref, reached, s.min_agreement, int8, self.work, say
+        )
 
     def _try_outlier_split(self, int8: Path, ref, before: float, say: Callable[[str], None]) -> float:
         """The outlier split as a remedy: kept only when it raises agreement."""
@@ -341,8 +358,10 @@ class Job:
         self.quantize(int8, [])
         reached = agreement(self.probs(int8), ref)
         n_channels = sum(map(len, self.split["channels"].values()))
-        say(f"agreement {before:.3f} < {self.settings.min_agreement}: {n_channels} outlier channels of "
-            f"{len(self.split['channels'])} matrix multiplications moved to float: agreement {reached:.3f}")  # fmt: skip
+        say(
+            f"agreement {before:.3f} < {self.settings.min_agreement}: {n_channels} outlier channels of "
+            f"{len(self.split['channels'])} matrix multiplications moved to float: agreement {reached:.3f}"
+        )
         if reached >= before:
             return reached
         say("  the split lowered agreement: not kept")
@@ -370,8 +389,12 @@ class Job:
             "activations": None if not static else ("int8 symmetric" if s.target == "tensorrt" else "uint8"),
             "weights": "int8 per-channel symmetric" + (", 7-bit range" if s.weight_bits == 7 else ""),
             "weight_bits": s.weight_bits,
-            "calibration": {"file": str(s.calib) if s.calib else None, "samples": len(self.texts) - self.held, "held_out": self.held,
-                            "seed": s.seed},  # fmt: skip
+            "calibration": {
+                "file": str(s.calib) if s.calib else None,
+                "samples": len(self.texts) - self.held,
+                "held_out": self.held,
+                "seed": s.seed,
+            },
             "smoothing": self.smoothing,
             "outliers": self.split,
             "mask_value": MASK_VALUE if self.fixed_values else None,
@@ -395,9 +418,20 @@ class Job:
             return None
         calib = packed_batches(self.tokenizer, texts[held:] or texts)
         check = packed_batches(self.tokenizer, texts[:held]) if held else []
-        record = quantize_packed(self.src.file("model.trt.onnx"), self.work / "model.trt.onnx", calib, check, self.work, s.threads,
-                                 s.calibrator, s.min_agreement, say)  # fmt: skip
+        record = quantize_packed(
+            self.src.file("model.trt.onnx"),
+            self.work / "model.trt.onnx",
+            calib,
+            check,
+            self.work,
+            s.threads,
+            s.calibrator,
+            s.min_agreement,
+            say,
+        )
         agreed = f", agreement with fp32 {record['agreement']:.3f} on {record['texts']} held-out texts" if check else ""
         kept = f", {len(record['kept_float'])} kept in float" if record["kept_float"] else ""
-        say(f"model.trt.onnx: {record['quantized_matmuls']} matrix multiplications int8 (explicit Q/DQ, {s.calibrator} ranges){kept}{agreed}")
+        say(
+            f"model.trt.onnx: {record['quantized_matmuls']} matrix multiplications int8 (explicit Q/DQ, {s.calibrator} ranges){kept}{agreed}"
+        )
         return record

@@ -24,11 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
+
 def calibration_method(calibrator: str):
     """ONNX Runtime's CalibrationMethod for a `--calibrator` name."""
     from onnxruntime.quantization import CalibrationMethod
 
-    return {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}[calibrator]
+    return {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}[
+        calibrator
+    ]
 
 
 HISTOGRAM_CALIBRATORS = {
@@ -37,8 +40,9 @@ HISTOGRAM_CALIBRATORS = {
 }
 
 
-def write_histogram_ranges(model: str | Path, batches: list[dict[str, np.ndarray]], inputs: list[str], calibrator: str,
-                           op_types: list[str], cache: str | Path) -> Path:  # fmt: skip
+def write_histogram_ranges(
+    model: str | Path, batches: list[dict[str, np.ndarray]], inputs: list[str], calibrator: str, op_types: list[str], cache: str | Path
+) -> Path:
     """Calibrate `model`'s inputs and outputs of `op_types` nodes on `batches` with
     `calibrator` (percentile or entropy); write the ranges to `cache` for quantize_static's
     `calibration_cache_path`."""
@@ -55,8 +59,13 @@ def write_histogram_ranges(model: str | Path, batches: list[dict[str, np.ndarray
 
     method = calibration_method(calibrator)
     with tempfile.TemporaryDirectory(prefix="nanonet-calibrate-") as tmp:
-        calibrator_ = create_calibrator(Path(model), op_types, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-                                        calibrate_method=method, extra_options=HISTOGRAM_CALIBRATORS[calibrator])  # fmt: skip
+        calibrator_ = create_calibrator(
+            Path(model),
+            op_types,
+            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+            calibrate_method=method,
+            extra_options=HISTOGRAM_CALIBRATORS[calibrator],
+        )
         with contextlib.redirect_stdout(io.StringIO()):  # the calibrator prints a line per call
             for batch in batches:
                 calibrator_.collect_data(OneBatch(batch))

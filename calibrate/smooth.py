@@ -24,8 +24,9 @@ import numpy as np
 SCALE_RANGE = (1e-2, 1e2)  # keeps a dead channel (max 0) from getting an extreme factor
 
 
-def activation_ranges(path: str | Path, batches: list[dict[str, np.ndarray]], inputs: list[str], tensors: list[str],
-                      threads: int | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+def activation_ranges(
+    path: str | Path, batches: list[dict[str, np.ndarray]], inputs: list[str], tensors: list[str], threads: int | None = None
+) -> dict[str, np.ndarray]:
     """Per-channel max |value| of each of `tensors` over every position of `batches`, padding
     included: the dynamic quantizer takes its range over the whole padded tensor too."""
     import onnx

@@ -26,8 +26,17 @@ def calibrate_ranges(src: Path, batches: list[dict[str, np.ndarray]], names: lis
         write_histogram_ranges(src, batches, names, calibrator, OP_TYPES, cache)
 
 
-def quantize_qdq(src: Path, out: Path, batches: list[dict[str, np.ndarray]], names: list[str], calibrator: str, cache: Path,
-                 symmetric: bool, exclude: list[str], only: list[str] | None = None) -> None:  # fmt: skip
+def quantize_qdq(
+    src: Path,
+    out: Path,
+    batches: list[dict[str, np.ndarray]],
+    names: list[str],
+    calibrator: str,
+    cache: Path,
+    symmetric: bool,
+    exclude: list[str],
+    only: list[str] | None = None,
+) -> None:
     """`src` with int8 Q/DQ on its weighted products (all but `exclude`, or only `only`)
     into `out`, activation ranges from `batches` by `calibrator`, read from or written to
     `cache`. `symmetric`: TensorRT's form (int8 activations, Q/DQ on inputs only)."""

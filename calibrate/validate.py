@@ -40,8 +40,15 @@ def _timed(clf, texts: list[str], batch_size: int) -> tuple[np.ndarray, float]:
     return probs, len(texts) / (time.perf_counter() - t0)
 
 
-def validate(candidate: str | Path, reference: str | Path, data: str | Path, text_col: str = "text", label_col: str = "label",
-             batch_size: int = 32, threads: int | None = None) -> dict:  # fmt: skip
+def validate(
+    candidate: str | Path,
+    reference: str | Path,
+    data: str | Path,
+    text_col: str = "text",
+    label_col: str = "label",
+    batch_size: int = 32,
+    threads: int | None = None,
+) -> dict:
     cand, ref = load(candidate, threads=threads), load(reference, threads=threads)
     if cand.labels != ref.labels:
         raise NanonetError(f"{candidate}: labels {cand.labels} differ from the reference's {ref.labels}")
@@ -52,16 +59,29 @@ def validate(candidate: str | Path, reference: str | Path, data: str | Path, tex
     eps = 1e-12
     kl = np.sum(p_ref * (np.log(p_ref + eps) - np.log(p_cand + eps)), axis=-1)
     report = {
-        "candidate": {"bundle": str(candidate), "precision": cand.bundle.manifest.precision, "docs_per_second": cand_speed,
-                      "size_mb": cand.bundle.size_bytes / 1e6},
-        "reference": {"bundle": str(reference), "precision": ref.bundle.manifest.precision, "docs_per_second": ref_speed,
-                      "size_mb": ref.bundle.size_bytes / 1e6},
-        "data": str(data), "n": len(texts), "batch_size": batch_size,
-        "agreement": agreement(p_cand, p_ref), "mean_kl": float(kl.mean()),
-        "max_prob_diff": float(np.abs(p_ref - p_cand).max()), "speedup": cand_speed / ref_speed,
+        "candidate": {
+            "bundle": str(candidate),
+            "precision": cand.bundle.manifest.precision,
+            "docs_per_second": cand_speed,
+            "size_mb": cand.bundle.size_bytes / 1e6,
+        },
+        "reference": {
+            "bundle": str(reference),
+            "precision": ref.bundle.manifest.precision,
+            "docs_per_second": ref_speed,
+            "size_mb": ref.bundle.size_bytes / 1e6,
+        },
+        "data": str(data),
+        "n": len(texts),
+        "batch_size": batch_size,
+        "agreement": agreement(p_cand, p_ref),
+        "mean_kl": float(kl.mean()),
+        "max_prob_diff": float(np.abs(p_ref - p_cand).max()),
+        "speedup": cand_speed / ref_speed,
         "size_ratio": cand.bundle.size_bytes / ref.bundle.size_bytes,
-        "accuracy_drop": None, "per_class": None,
-    }  # fmt: skip
+        "accuracy_drop": None,
+        "per_class": None,
+    }
     gold = None
     if gold_names is not None:
         index = {name: i for i, name in enumerate(ref.labels)}
@@ -75,18 +95,26 @@ def validate(candidate: str | Path, reference: str | Path, data: str | Path, tex
             report[side]["macro_f1"] = macro_f1(y, gold, k)
         report["accuracy_drop"] = report["reference"]["accuracy"] - report["candidate"]["accuracy"]
         report["per_class"] = {
-            name: {"n": int(np.sum(gold == c)),
-                   "reference": float(np.mean(y_ref[gold == c] == c)) if np.any(gold == c) else None,
-                   "candidate": float(np.mean(y_cand[gold == c] == c)) if np.any(gold == c) else None}
+            name: {
+                "n": int(np.sum(gold == c)),
+                "reference": float(np.mean(y_ref[gold == c] == c)) if np.any(gold == c) else None,
+                "candidate": float(np.mean(y_cand[gold == c] == c)) if np.any(gold == c) else None,
+            }
             for c, name in enumerate(ref.labels)
-        }  # fmt: skip
+        }
     flips = np.flatnonzero(y_ref != y_cand)
     report["flipped"] = len(flips)
     report["flips"] = [
-        {"index": int(i), "text": texts[i][:200], "reference": ref.labels[y_ref[i]], "candidate": ref.labels[y_cand[i]],
-         "gold": gold_names[i] if gold_names else None, "kl": float(kl[i])}
+        {
+            "index": int(i),
+            "text": texts[i][:200],
+            "reference": ref.labels[y_ref[i]],
+            "candidate": ref.labels[y_cand[i]],
+            "gold": gold_names[i] if gold_names else None,
+            "kl": float(kl[i]),
+        }
         for i in flips[np.argsort(-kl[flips])][:FLIPS_SHOWN]
-    ]  # fmt: skip
+    ]
     return report
 
 

@@ -9,11 +9,11 @@ import tempfile
 from pathlib import Path
 
 from nanonet import __version__
-from nanonet.runtimes.errors import NanonetError
+from nanonet.export.onnx_export import DEFAULT_ROUTE, export_verified
 from nanonet.model.checkpoint import load_checkpoint
 from nanonet.model.encoder import NanoClassifier
 from nanonet.runtimes.bundle import Manifest, write_bundle
-from nanonet.export.onnx_export import DEFAULT_ROUTE, export_verified
+from nanonet.runtimes.errors import NanonetError
 
 
 def bundle_tokenizer(tokenizer_file: Path, max_length: int) -> tuple[bytes, int]:
@@ -31,8 +31,12 @@ def bundle_tokenizer(tokenizer_file: Path, max_length: int) -> tuple[bytes, int]
 def layer_table(model: NanoClassifier) -> dict:
     cfg = model.config
     return {
-        str(i): {"source_layer": cfg.layer_ids[i], "attention": "global" if cfg.window(i) < 0 else "local",
-                 "half_window": cfg.window(i), "precision": "fp32"}  # fmt: skip
+        str(i): {
+            "source_layer": cfg.layer_ids[i],
+            "attention": "global" if cfg.window(i) < 0 else "local",
+            "half_window": cfg.window(i),
+            "precision": "fp32",
+        }
         for i in range(cfg.num_layers)
     }
 
@@ -48,15 +52,25 @@ def provenance(checkpoint: Path) -> dict:
             r = json.loads(report.read_text())
             chosen = r["students"][r["chosen_student"]]
             if checkpoint.name == "student":
-                out["training"] = {"dev": chosen["dev"], "test": chosen["test"], "seconds": r["training"]["seconds"],
-                                   "labeled_sha256": r["data"]["labeled_sha256"]}  # fmt: skip
+                out["training"] = {
+                    "dev": chosen["dev"],
+                    "test": chosen["test"],
+                    "seconds": r["training"]["seconds"],
+                    "labeled_sha256": r["data"]["labeled_sha256"],
+                }
         except (ValueError, KeyError, IndexError, TypeError):
             pass  # a report from another version: the checkpoint's own record stands
     return out
 
 
-def export_bundle(checkpoint: str | Path, out: str | Path, max_length: int | None = None, opset: int | None = None,
-                  route: str = DEFAULT_ROUTE, trt: bool = False) -> dict:  # fmt: skip
+def export_bundle(
+    checkpoint: str | Path,
+    out: str | Path,
+    max_length: int | None = None,
+    opset: int | None = None,
+    route: str = DEFAULT_ROUTE,
+    trt: bool = False,
+) -> dict:
     """Export, verify against torch, write the bundle; returns the manifest as a dict.
 
     `trt` also writes model.trt.onnx, the packed graph with VarlenAttention plugin nodes,
@@ -79,10 +93,17 @@ def export_bundle(checkpoint: str | Path, out: str | Path, max_length: int | Non
 
             files["model.trt.onnx"], facts["tensorrt"] = export_packed_verified(model, max_length, work)
         manifest = Manifest(
-            labels=list(ckpt.labels), max_length=max_length, pooling=model.pooling, inputs=facts["inputs"],
-            outputs=facts["outputs"], precision="fp32", family=cfg.family, layers=layer_table(model),
-            provenance=provenance(checkpoint), export={**facts, "pad_id": pad_id},
-        )  # fmt: skip
+            labels=list(ckpt.labels),
+            max_length=max_length,
+            pooling=model.pooling,
+            inputs=facts["inputs"],
+            outputs=facts["outputs"],
+            precision="fp32",
+            family=cfg.family,
+            layers=layer_table(model),
+            provenance=provenance(checkpoint),
+            export={**facts, "pad_id": pad_id},
+        )
         write_bundle(out, manifest, files)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -18,19 +18,19 @@ TensorRT graph build on that op.
 
 from __future__ import annotations
 
-import tempfile
 import logging
+import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from nanonet.runtimes.errors import NanonetError
+from nanonet.export.padded import PaddedClassifier
 from nanonet.extras import require
 from nanonet.model.encoder import NanoClassifier
-from nanonet.export.padded import PaddedClassifier
 from nanonet.runtimes.classifier import pad_rows
+from nanonet.runtimes.errors import NanonetError
 
 ROUTES = ("dynamo", "legacy")
 DEFAULT_ROUTE = "dynamo"
@@ -42,7 +42,7 @@ TOLERANCE = 1e-4
 def _dummy(wrapper: PaddedClassifier, batch: int = 2, length: int = 16) -> tuple[torch.Tensor, ...]:
     ids = torch.randint(5, 100, (batch, length))
     mask = torch.ones(batch, length, dtype=torch.long)
-    mask[1, length // 2:] = 0
+    mask[1, length // 2 :] = 0
     return (ids, mask) + ((torch.zeros_like(ids),) if wrapper.uses_token_types else ())
 
 
@@ -63,16 +63,30 @@ def export_graph(model: NanoClassifier, path: Path, route: str = DEFAULT_ROUTE, 
             batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
             shapes = {n: {0: batch, 1: seq} for n in names}
             program = torch.onnx.export(
-                wrapper, args, input_names=names, output_names=OUTPUTS, opset_version=opset, dynamo=True,
-                dynamic_shapes=shapes, optimize=True, verbose=False,
-            )  # fmt: skip
+                wrapper,
+                args,
+                input_names=names,
+                output_names=OUTPUTS,
+                opset_version=opset,
+                dynamo=True,
+                dynamic_shapes=shapes,
+                optimize=True,
+                verbose=False,
+            )
             program.save(str(path), external_data=False)
         else:
             axes = {n: {0: "batch", 1: "sequence"} for n in names} | {o: {0: "batch"} for o in OUTPUTS}
             torch.onnx.export(
-                wrapper, args, str(path), input_names=names, output_names=OUTPUTS, opset_version=opset, dynamo=False,
-                dynamic_axes=axes, do_constant_folding=True,
-            )  # fmt: skip
+                wrapper,
+                args,
+                str(path),
+                input_names=names,
+                output_names=OUTPUTS,
+                opset_version=opset,
+                dynamo=False,
+                dynamic_axes=axes,
+                do_constant_folding=True,
+            )
             _fuse_transformer(path, model)
     return {"route": route, "opset": opset, "inputs": names, "outputs": OUTPUTS}
 
@@ -120,8 +134,9 @@ def verify(model: NanoClassifier, onnx_path: Path, max_length: int, threads: int
         got = session.run(["logits"], feeds)[0]
         diff = float(np.abs(ref - got).max())
         same = bool((ref.argmax(-1) == got.argmax(-1)).all())
-        checks.append({"shape": name, "batch": len(seqs), "max_len": int(feeds["input_ids"].shape[1]),
-                       "max_abs_diff": diff, "argmax_equal": same})  # fmt: skip
+        checks.append(
+            {"shape": name, "batch": len(seqs), "max_len": int(feeds["input_ids"].shape[1]), "max_abs_diff": diff, "argmax_equal": same}
+        )
         if not (diff <= TOLERANCE and same):
             raise NanonetError(
                 f"{onnx_path.name}: ONNX Runtime disagrees with torch on '{name}': max abs logit diff {diff:.2e} "
@@ -130,8 +145,9 @@ def verify(model: NanoClassifier, onnx_path: Path, max_length: int, threads: int
     return checks
 
 
-def export_verified(model: NanoClassifier, max_length: int, route: str = DEFAULT_ROUTE, opset: int | None = None,
-                    workdir: Path | None = None) -> tuple[Path, dict]:  # fmt: skip
+def export_verified(
+    model: NanoClassifier, max_length: int, route: str = DEFAULT_ROUTE, opset: int | None = None, workdir: Path | None = None
+) -> tuple[Path, dict]:
     """Export to a temporary file and verify it; returns (path, export facts incl. the checks)."""
     workdir = Path(workdir or tempfile.mkdtemp(prefix="nanonet-export-"))
     path = workdir / "model.onnx"

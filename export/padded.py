@@ -47,7 +47,7 @@ class PaddedBatch:
         return self.cache[key]
 
     @staticmethod
-    def attend(q, k, v, batch: "PaddedBatch", window: int, scale: float, dropout_p: float) -> torch.Tensor:
+    def attend(q, k, v, batch: PaddedBatch, window: int, scale: float, dropout_p: float) -> torch.Tensor:
         """q, k, v (B, L, nh, hs) -> (B, L, nh, hs) through SDPA with the padding/band mask."""
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, nh, L, hs)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=batch.bias(window).to(q.dtype), scale=scale)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import resource
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -29,9 +29,16 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
-def bench_bundle(path: str | Path, texts: Sequence[str], batch_sizes: Sequence[int] = (1, 8, 32, 128), threads: int | None = None,
-                 backend: str = "auto", seconds: float = 5.0, max_docs: int = 4096,
-                 on_size: Callable[[int], None] | None = None) -> dict:  # fmt: skip
+def bench_bundle(
+    path: str | Path,
+    texts: Sequence[str],
+    batch_sizes: Sequence[int] = (1, 8, 32, 128),
+    threads: int | None = None,
+    backend: str = "auto",
+    seconds: float = 5.0,
+    max_docs: int = 4096,
+    on_size: Callable[[int], None] | None = None,
+) -> dict:
     """Time `predict_proba` calls of each batch size over `texts` (cycled in their order).
 
     Each size runs one warm-up call, then calls until `seconds` have passed or `max_docs`
@@ -53,16 +60,29 @@ def bench_bundle(path: str | Path, texts: Sequence[str], batch_sizes: Sequence[i
             latencies.append(time.perf_counter() - t0)
             docs += b
         lat = np.asarray(latencies) * 1000
-        rows.append({
-            "batch_size": b, "calls": len(latencies), "docs": docs,
-            "docs_per_second": docs / float(np.sum(latencies)),
-            "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)), "p99_ms": float(np.percentile(lat, 99)),
-            "overhead_share": clf.stats.overhead_share, "truncated": clf.stats.truncated,
-        })  # fmt: skip
+        rows.append(
+            {
+                "batch_size": b,
+                "calls": len(latencies),
+                "docs": docs,
+                "docs_per_second": docs / float(np.sum(latencies)),
+                "p50_ms": float(np.percentile(lat, 50)),
+                "p95_ms": float(np.percentile(lat, 95)),
+                "p99_ms": float(np.percentile(lat, 99)),
+                "overhead_share": clf.stats.overhead_share,
+                "truncated": clf.stats.truncated,
+            }
+        )
         if on_size:
             on_size(b)
     return {
-        "bundle": str(path), "backend": clf.backend_name, "threads": threads, "precision": clf.bundle.manifest.precision,
-        "load_seconds": load_s, "peak_rss_mb": peak_rss_mb(), "bundle_mb": clf.bundle.size_bytes / 1e6,
-        "texts": len(texts), "results": rows,
-    }  # fmt: skip
+        "bundle": str(path),
+        "backend": clf.backend_name,
+        "threads": threads,
+        "precision": clf.bundle.manifest.precision,
+        "load_seconds": load_s,
+        "peak_rss_mb": peak_rss_mb(),
+        "bundle_mb": clf.bundle.size_bytes / 1e6,
+        "texts": len(texts),
+        "results": rows,
+    }

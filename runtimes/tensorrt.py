@@ -50,8 +50,10 @@ def unavailable(bundle: Bundle) -> str | None:
     if "model.plan" not in bundle.manifest.files:
         return "the bundle has no model.plan (build one on the device: nanonet engine BUNDLE)"
     if engine_facts(bundle).get("plugin") == "jit":
-        return ("its model.plan was built with the JIT attention plugin, which runs in Python and torch inside the builder's "
-                "process; rebuild it with the AOT plugin for this runtime: nanonet engine BUNDLE")  # fmt: skip
+        return (
+            "its model.plan was built with the JIT attention plugin, which runs in Python and torch inside the builder's "
+            "process; rebuild it with the AOT plugin for this runtime: nanonet engine BUNDLE"
+        )
     for module, pip in (("tensorrt", "tensorrt"), ("cuda", "cuda-python")):
         if importlib.util.find_spec(module) is None:
             return f"{module} is not installed (pip install {pip})"

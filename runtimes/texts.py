@@ -10,9 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from nanonet.runtimes.errors import NanonetError
 
@@ -34,8 +34,9 @@ def file_kind(path: Path) -> str:
     return kind
 
 
-def iter_records(path: str | Path, text_col: str = "text", label_col: str | None = None,
-                 progress: "callable | None" = None) -> Iterator[Record]:  # fmt: skip
+def iter_records(
+    path: str | Path, text_col: str = "text", label_col: str | None = None, progress: callable | None = None
+) -> Iterator[Record]:
     """Yield a Record per input line. `progress(bytes_read)` is called as the file is read."""
     path = Path(path)
     if not path.is_file():
@@ -75,7 +76,9 @@ def _lines(f, raw, progress) -> Iterator[tuple[int, str]]:
 
 def _check(n: int, text, label_col: str | None, row: dict) -> Record:
     if not isinstance(text, str) or not text.strip():
-        return Record(n, None, error="empty text" if isinstance(text, str) or text is None else f"text is {type(text).__name__}, not a string")
+        return Record(
+            n, None, error="empty text" if isinstance(text, str) or text is None else f"text is {type(text).__name__}, not a string"
+        )
     label = None
     if label_col is not None and row.get(label_col) is not None:
         label = str(row[label_col])

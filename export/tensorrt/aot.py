@@ -32,8 +32,14 @@ class AotKernel:
     ptx_isa: str  # the PTX ISA version: the device's driver must be new enough to load it
 
     def summary(self) -> dict:
-        return {"kernel": self.name, "target": self.target, "ptx_isa": self.ptx_isa, "num_warps": self.num_warps,
-                "shared_mem": self.shared_mem, "block_m": self.block_m}  # fmt: skip
+        return {
+            "kernel": self.name,
+            "target": self.target,
+            "ptx_isa": self.ptx_isa,
+            "num_warps": self.num_warps,
+            "shared_mem": self.shared_mem,
+            "block_m": self.block_m,
+        }
 
 
 def launch_grid(max_seqlen, batch, num_heads: int, block_m: int, cdiv=lambda a, b: (a + b - 1) // b) -> tuple:
@@ -47,8 +53,9 @@ def launch_grid(max_seqlen, batch, num_heads: int, block_m: int, cdiv=lambda a, 
 TILES = ((64, 64, 2), (32, 32, 2), (32, 32, 1), (16, 16, 1))
 
 
-def compile_varlen_attention(dtype: str, num_heads: int, head_size: int, scale: float, window: int, target=None,
-                             ptx_version: int | None = None) -> AotKernel:  # fmt: skip
+def compile_varlen_attention(
+    dtype: str, num_heads: int, head_size: int, scale: float, window: int, target=None, ptx_version: int | None = None
+) -> AotKernel:
     """PTX of the AOT kernel for one attention configuration, with the largest tiles that
     fit (TILES).
 
@@ -66,9 +73,19 @@ class SharedMemoryTooLarge(ValueError):
     pass
 
 
-def compile_tiles(dtype: str, num_heads: int, head_size: int, scale: float, window: int, target=None,
-                  ptx_version: int | None = None, block_m: int = 64, block_n: int = 64, num_warps: int = 4,
-                  num_stages: int = 2) -> AotKernel:  # fmt: skip
+def compile_tiles(
+    dtype: str,
+    num_heads: int,
+    head_size: int,
+    scale: float,
+    window: int,
+    target=None,
+    ptx_version: int | None = None,
+    block_m: int = 64,
+    block_n: int = 64,
+    num_warps: int = 4,
+    num_stages: int = 2,
+) -> AotKernel:
     """PTX of the AOT kernel with the given tiles; refuses a kernel TensorRT could not launch as is."""
     import triton
     from triton.compiler import ASTSource
@@ -84,8 +101,16 @@ def compile_tiles(dtype: str, num_heads: int, head_size: int, scale: float, wind
     if head_size not in HEAD_SIZES:
         raise ValueError(f"head size {head_size} not supported (supported: {HEAD_SIZES})")
     t = TRITON_DTYPES[dtype]
-    constants = {"SCALE": float(scale), "WINDOW": int(window), "HIDDEN": num_heads * head_size, "HEAD": head_size, "BLOCK_M": block_m,
-                 "BLOCK_N": block_n, "WINDOWED": window >= 0, "IEEE": dtype == "float32"}  # fmt: skip
+    constants = {
+        "SCALE": float(scale),
+        "WINDOW": int(window),
+        "HIDDEN": num_heads * head_size,
+        "HEAD": head_size,
+        "BLOCK_M": block_m,
+        "BLOCK_N": block_n,
+        "WINDOWED": window >= 0,
+        "IEEE": dtype == "float32",
+    }
     signature = {"QKV": f"*{t}", "CU": "*i32", "MAX_SEQLEN": "*i32", "OUT": f"*{t}", **{k: "constexpr" for k in constants}}
     src = ASTSource(fn=varlen_attention_aot, signature=signature, constexprs=constants)
     options = {"num_warps": num_warps, "num_stages": num_stages, "enable_fp_fusion": True}

@@ -16,7 +16,6 @@ from pathlib import Path
 from nanonet.export.tensorrt.native_attention import NATIVE_OP, native_attention_available, use_native_attention
 from nanonet.runtimes.errors import NanonetError
 
-
 PLUGIN_CHOICES = ("aot", "jit")
 PRECISIONS = ("fp16", "fp32")
 AOT_HEAD_SIZES = (16, 32, 64, 128)  # triton_varlen.HEAD_SIZES, without importing Triton here
@@ -30,7 +29,9 @@ class EngineSpec:
     max_seqlen: int = 512  # S at most (also bounded by the bundle's max length)
     precision: str = "fp16"  # fp16 | fp32 | int8 (the graph of a bundle quantized with --target tensorrt: explicit Q/DQ)
     plugin: str = "aot"  # aot: the Triton kernel inside the engine (runs without Python) | jit: torch, for development
-    attention: str = "auto"  # global layers: auto (TensorRT's own packed attention from TensorRT 11.1 on, else the plugin) | plugin | native
+    attention: str = (
+        "auto"  # global layers: auto (TensorRT's own packed attention from TensorRT 11.1 on, else the plugin) | plugin | native
+    )
 
 
 def check_options(plugin: str, precision: str, quantized: bool = False) -> None:
@@ -56,7 +57,11 @@ def unavailable() -> str | None:
 
 
 def engine_command(bundle: Path, plugin: str = "aot", precision: str = "fp16") -> str:
-    return f"nanonet engine {bundle}" + (f" --plugin {plugin}" if plugin != "aot" else "") + (f" --precision {precision}" if precision != "fp16" else "")
+    return (
+        f"nanonet engine {bundle}"
+        + (f" --plugin {plugin}" if plugin != "aot" else "")
+        + (f" --precision {precision}" if precision != "fp16" else "")
+    )
 
 
 def build_engine(onnx_path: Path, plan_path: Path, spec: EngineSpec, timing_cache: Path, log=print) -> dict:
@@ -107,11 +112,23 @@ def build_engine(onnx_path: Path, plan_path: Path, spec: EngineSpec, timing_cach
     attention = f"plugin {plugin.PLUGIN_ID} ({'AOT Triton kernel' if spec.plugin == 'aot' else 'JIT, needs Python at run time'})"
     if native:
         attention = f"global layers: TensorRT's packed attention layer ({NATIVE_OP}); local layers: {attention}"
-    log(f"TensorRT {trt.__version__}: attention through {attention}"
-        + "".join(f"\n  kernel {k['kernel']} {k['dtype']} window {k['window']}: {k['target']}, PTX {k['ptx_isa']}, "
-                  f"{k['num_warps']} warps, {k['shared_mem']} B shared" for k in kernels))  # fmt: skip
-    return {"tensorrt": trt.__version__, "attention": attention, "native_global_attention": native, "plugin": spec.plugin,
-            "precision": spec.precision, "kernels": kernels, "profile": spec.__dict__}  # fmt: skip
+    log(
+        f"TensorRT {trt.__version__}: attention through {attention}"
+        + "".join(
+            f"\n  kernel {k['kernel']} {k['dtype']} window {k['window']}: {k['target']}, PTX {k['ptx_isa']}, "
+            f"{k['num_warps']} warps, {k['shared_mem']} B shared"
+            for k in kernels
+        )
+    )
+    return {
+        "tensorrt": trt.__version__,
+        "attention": attention,
+        "native_global_attention": native,
+        "plugin": spec.plugin,
+        "precision": spec.precision,
+        "kernels": kernels,
+        "profile": spec.__dict__,
+    }
 
 
 def network_graph(onnx_path: Path, plugin: str, precision: str, native: bool = False) -> bytes:
@@ -121,7 +138,6 @@ def network_graph(onnx_path: Path, plugin: str, precision: str, native: bool = F
     implementation only when the node asks for it); converted to float16 for an fp16 engine,
     attention cast to float16 in an int8 one."""
     import onnx
-
     from onnx import TensorProto
 
     from nanonet.export.tensorrt.precision import cast_around, to_float16
@@ -149,8 +165,10 @@ def set_plugin_choice(model, choice: str, where: Path) -> None:
         if node.op_type == OP_TYPE:
             head_size = next(helper.get_attribute_value(a) for a in node.attribute if a.name == "head_size")
             if choice == "aot" and head_size not in AOT_HEAD_SIZES:
-                raise NanonetError(f"{where}: heads of {head_size} have no AOT attention kernel (supported: "
-                                   f"{', '.join(map(str, AOT_HEAD_SIZES))}); build with --plugin jit")  # fmt: skip
+                raise NanonetError(
+                    f"{where}: heads of {head_size} have no AOT attention kernel (supported: "
+                    f"{', '.join(map(str, AOT_HEAD_SIZES))}); build with --plugin jit"
+                )
             kept = [a for a in node.attribute if a.name != "aot"]
             del node.attribute[:]
             node.attribute.extend(kept + [helper.make_attribute("aot", int(choice == "aot"))])

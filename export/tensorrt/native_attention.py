@@ -46,17 +46,30 @@ def use_native_attention(model) -> int:
         p = f"{node.name or f'attention_{rewritten}'}/native/"
         qkv, cu = node.input[0], node.input[1]
         heads = p + "heads_shape"
-        model.graph.initializer.extend([numpy_helper.from_array(np.array([-1, nh, hs], dtype=np.int64), heads),
-                                        numpy_helper.from_array(np.array([nh * hs] * 3, dtype=np.int64), p + "split"),
-                                        numpy_helper.from_array(np.array([-1, nh * hs], dtype=np.int64), p + "out_shape")])  # fmt: skip
+        model.graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.array([-1, nh, hs], dtype=np.int64), heads),
+                numpy_helper.from_array(np.array([nh * hs] * 3, dtype=np.int64), p + "split"),
+                numpy_helper.from_array(np.array([-1, nh * hs], dtype=np.int64), p + "out_shape"),
+            ]
+        )
         nodes.append(helper.make_node("Split", [qkv, p + "split"], [p + "q", p + "k", p + "v"], name=p + "split", axis=1))
         for t in "qkv":
             nodes.append(helper.make_node("Reshape", [p + t, heads], [p + t + "_heads"], name=p + t + "_heads"))
-        nodes.append(helper.make_node(
-            NATIVE_OP, [p + "q_heads", p + "k_heads", p + "v_heads", "", "", "", cu, cu], [p + "context"], name=p + "attention",
-            domain=NATIVE_DOMAIN, query_form="packed_nhd", kv_form="packed_nhd", scale=scale, is_causal=0,
-            TRT_decomposable=1,  # where no fused kernel fits (float32, small heads), unfused layers rather than no engine
-        ))  # fmt: skip
+        nodes.append(
+            helper.make_node(
+                NATIVE_OP,
+                [p + "q_heads", p + "k_heads", p + "v_heads", "", "", "", cu, cu],
+                [p + "context"],
+                name=p + "attention",
+                domain=NATIVE_DOMAIN,
+                query_form="packed_nhd",
+                kv_form="packed_nhd",
+                scale=scale,
+                is_causal=0,
+                TRT_decomposable=1,  # where no fused kernel fits (float32, small heads), unfused layers rather than no engine
+            )
+        )
         nodes.append(helper.make_node("Reshape", [p + "context", p + "out_shape"], [node.output[0]], name=p + "output"))
         rewritten += 1
     del model.graph.node[:]

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from nanonet.export.tensorrt.varlen_op import register_schema, onnx_translation, varlen_attention
+from nanonet.export.tensorrt.varlen_op import onnx_translation, register_schema, varlen_attention
 from nanonet.model.encoder import NanoClassifier
 
 INPUTS = ["input_ids", "cu_seqlens", "max_seqlen"]
@@ -38,7 +38,7 @@ class PackedExportBatch:
     token_type_ids: torch.Tensor | None = None
     cache: dict[str, Any] = field(default_factory=dict)
 
-    def attend(self, q, k, v, batch: "PackedExportBatch", window: int, scale: float, dropout_p: float) -> torch.Tensor:
+    def attend(self, q, k, v, batch: PackedExportBatch, window: int, scale: float, dropout_p: float) -> torch.Tensor:
         T, nh, hs = q.shape
         qkv = torch.stack((q, k, v), dim=1).reshape(T, 3 * nh * hs)  # the plugin's fused layout
         out = varlen_attention(qkv, batch.cu_seqlens, batch.max_seqlen, nh, hs, float(scale), int(window))
@@ -91,9 +91,17 @@ def export_packed(model: NanoClassifier, path: Path) -> dict:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            wrapper, args, input_names=INPUTS, output_names=OUTPUTS, opset_version=OPSET, dynamo=True, dynamic_shapes=shapes,
-            custom_translation_table=onnx_translation(), optimize=True, verbose=False,
-        )  # fmt: skip
+            wrapper,
+            args,
+            input_names=INPUTS,
+            output_names=OUTPUTS,
+            opset_version=OPSET,
+            dynamo=True,
+            dynamic_shapes=shapes,
+            custom_translation_table=onnx_translation(),
+            optimize=True,
+            verbose=False,
+        )
     program.save(str(path), external_data=False)
     m = onnx.load(str(path))
     onnx.checker.check_model(m)

@@ -41,8 +41,15 @@ def register_plugin() -> None:
     dtypes = {trt.float32: "float32", trt.float16: "float16", trt.bfloat16: "bfloat16"}
 
     @trtp.register(PLUGIN_ID)
-    def _desc(qkv: trtp.TensorDesc, cu_seqlens: trtp.TensorDesc, max_seqlen: trtp.TensorDesc, num_heads: int, head_size: int,
-              scale: float, window: int) -> trtp.TensorDesc:  # fmt: skip
+    def _desc(
+        qkv: trtp.TensorDesc,
+        cu_seqlens: trtp.TensorDesc,
+        max_seqlen: trtp.TensorDesc,
+        num_heads: int,
+        head_size: int,
+        scale: float,
+        window: int,
+    ) -> trtp.TensorDesc:
         return trtp.from_shape_expr((qkv.shape_expr[0], num_heads * head_size), dtype=qkv.dtype)
 
     # BF16 is for the AOT kernel: the JIT path's tensors cannot be bfloat16 (no such type in
@@ -52,8 +59,17 @@ def register_plugin() -> None:
         return [trtp.AutoTuneCombination("FP32|FP16|BF16, INT32, INT32, FP32|FP16|BF16")]  # output type = qkv type
 
     @trtp.aot_impl(PLUGIN_ID)
-    def _aot(qkv: trtp.TensorDesc, cu_seqlens: trtp.TensorDesc, max_seqlen: trtp.TensorDesc, num_heads: int, head_size: int,
-             scale: float, window: int, outputs: tuple[trtp.TensorDesc], tactic: int):  # fmt: skip
+    def _aot(
+        qkv: trtp.TensorDesc,
+        cu_seqlens: trtp.TensorDesc,
+        max_seqlen: trtp.TensorDesc,
+        num_heads: int,
+        head_size: int,
+        scale: float,
+        window: int,
+        outputs: tuple[trtp.TensorDesc],
+        tactic: int,
+    ):
         kernel = compile_varlen_attention(dtypes[qkv.dtype], num_heads, head_size, scale, window, ptx_version=driver_ptx_version())
         grid = launch_grid(max_seqlen.shape_expr[0], cu_seqlens.shape_expr[0] - 1, num_heads, kernel.block_m, cdiv=trtp.cdiv)
         launch = trtp.KernelLaunchParams()
@@ -64,8 +80,17 @@ def register_plugin() -> None:
         return kernel.name.encode(), kernel.ptx.encode(), launch, trtp.SymIntExprs(0)  # no scalar arguments
 
     @trtp.impl(PLUGIN_ID)
-    def _jit(qkv: trtp.Tensor, cu_seqlens: trtp.Tensor, max_seqlen: trtp.Tensor, num_heads: int, head_size: int, scale: float,
-             window: int, outputs: tuple[trtp.Tensor], stream: int) -> None:  # fmt: skip
+    def _jit(
+        qkv: trtp.Tensor,
+        cu_seqlens: trtp.Tensor,
+        max_seqlen: trtp.Tensor,
+        num_heads: int,
+        head_size: int,
+        scale: float,
+        window: int,
+        outputs: tuple[trtp.Tensor],
+        stream: int,
+    ) -> None:
         import torch
         import torch.nn.functional as F
 

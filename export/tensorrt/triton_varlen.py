@@ -21,8 +21,21 @@ HEAD_SIZES = (16, 32, 64, 128)
 
 
 @triton.jit
-def _attend(QKV, CU, OUT, scale, window, stride_tok, stride_out, HIDDEN: tl.constexpr, HEAD: tl.constexpr, BLOCK_M: tl.constexpr,
-            BLOCK_N: tl.constexpr, WINDOWED: tl.constexpr, IEEE: tl.constexpr):  # fmt: skip
+def _attend(
+    QKV,
+    CU,
+    OUT,
+    scale,
+    window,
+    stride_tok,
+    stride_out,
+    HIDDEN: tl.constexpr,
+    HEAD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    WINDOWED: tl.constexpr,
+    IEEE: tl.constexpr,
+):
     """The work of one program: BLOCK_M queries of one sequence and one head."""
     pid_m, b, h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     start = tl.load(CU + b)
@@ -72,15 +85,40 @@ def _attend(QKV, CU, OUT, scale, window, stride_tok, stride_out, HIDDEN: tl.cons
 
 
 @triton.jit
-def _varlen_attention_fwd(QKV, CU, OUT, scale, window, stride_tok, stride_out, HIDDEN: tl.constexpr, HEAD: tl.constexpr,
-                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, WINDOWED: tl.constexpr, IEEE: tl.constexpr):  # fmt: skip
+def _varlen_attention_fwd(
+    QKV,
+    CU,
+    OUT,
+    scale,
+    window,
+    stride_tok,
+    stride_out,
+    HIDDEN: tl.constexpr,
+    HEAD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    WINDOWED: tl.constexpr,
+    IEEE: tl.constexpr,
+):
     """Launched from Python (torch tensors, the JIT plugin): scale, window and strides are arguments."""
     _attend(QKV, CU, OUT, scale, window, stride_tok, stride_out, HIDDEN, HEAD, BLOCK_M, BLOCK_N, WINDOWED, IEEE)
 
 
 @triton.jit
-def varlen_attention_aot(QKV, CU, MAX_SEQLEN, OUT, SCALE: tl.constexpr, WINDOW: tl.constexpr, HIDDEN: tl.constexpr, HEAD: tl.constexpr,
-                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, WINDOWED: tl.constexpr, IEEE: tl.constexpr):  # fmt: skip
+def varlen_attention_aot(
+    QKV,
+    CU,
+    MAX_SEQLEN,
+    OUT,
+    SCALE: tl.constexpr,
+    WINDOW: tl.constexpr,
+    HIDDEN: tl.constexpr,
+    HEAD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    WINDOWED: tl.constexpr,
+    IEEE: tl.constexpr,
+):
     """Launched by TensorRT from an engine (the AOT plugin): its pointers come in the plugin's
     order, inputs (qkv, cu_seqlens, max_seqlen) then the output, with no scalar arguments,
     because an AOT plugin's attributes are not stored in the engine: scale and window are
@@ -89,8 +127,17 @@ def varlen_attention_aot(QKV, CU, MAX_SEQLEN, OUT, SCALE: tl.constexpr, WINDOW: 
     _attend(QKV, CU, OUT, SCALE, WINDOW, 3 * HIDDEN, HIDDEN, HIDDEN, HEAD, BLOCK_M, BLOCK_N, WINDOWED, IEEE)
 
 
-def varlen_attention(qkv: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int, num_heads: int, head_size: int, scale: float,
-                     window: int = -1, block_m: int = 64, block_n: int = 64) -> torch.Tensor:  # fmt: skip
+def varlen_attention(
+    qkv: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    max_seqlen: int,
+    num_heads: int,
+    head_size: int,
+    scale: float,
+    window: int = -1,
+    block_m: int = 64,
+    block_n: int = 64,
+) -> torch.Tensor:
     """qkv [T, 3*H] (fp16/bf16/fp32), cu_seqlens [B+1] int32 -> [T, H]. window: half-window, -1 = global."""
     if head_size not in HEAD_SIZES:
         raise ValueError(f"head size {head_size} not supported (supported: {HEAD_SIZES})")
@@ -103,7 +150,18 @@ def varlen_attention(qkv: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: in
     batch = cu_seqlens.numel() - 1
     grid = (triton.cdiv(max_seqlen, block_m), batch, num_heads)
     _varlen_attention_fwd[grid](
-        qkv, cu_seqlens, out, scale, window, qkv.stride(0), out.stride(0), HIDDEN=hidden, HEAD=head_size,
-        BLOCK_M=block_m, BLOCK_N=block_n, WINDOWED=window >= 0, IEEE=qkv.dtype == torch.float32,
-    )  # fmt: skip
+        qkv,
+        cu_seqlens,
+        out,
+        scale,
+        window,
+        qkv.stride(0),
+        out.stride(0),
+        HIDDEN=hidden,
+        HEAD=head_size,
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        WINDOWED=window >= 0,
+        IEEE=qkv.dtype == torch.float32,
+    )
     return out

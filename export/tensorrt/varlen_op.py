@@ -47,8 +47,9 @@ def reference(qkv: np.ndarray, cu_seqlens: np.ndarray, num_heads: int, head_size
 
 
 @torch.library.custom_op("nanonet::varlen_attention", mutates_args=())
-def varlen_attention(qkv: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: torch.Tensor, num_heads: int, head_size: int,
-                     scale: float, window: int) -> torch.Tensor:  # fmt: skip
+def varlen_attention(
+    qkv: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: torch.Tensor, num_heads: int, head_size: int, scale: float, window: int
+) -> torch.Tensor:
     out = reference(qkv.detach().cpu().float().numpy(), cu_seqlens.cpu().numpy(), num_heads, head_size, scale, window)
     return torch.from_numpy(out).to(qkv.device, qkv.dtype)
 
@@ -66,9 +67,17 @@ def onnx_translation():
 
     def varlen_attention_onnx(qkv, cu_seqlens, max_seqlen, num_heads: int, head_size: int, scale: float, window: int):
         return plugins.VarlenAttention(
-            qkv, cu_seqlens, max_seqlen, num_heads=num_heads, head_size=head_size, scale=scale, window=window,
-            plugin_namespace=PLUGIN_NAMESPACE, plugin_version=PLUGIN_VERSION, aot=1,
-        )  # fmt: skip
+            qkv,
+            cu_seqlens,
+            max_seqlen,
+            num_heads=num_heads,
+            head_size=head_size,
+            scale=scale,
+            window=window,
+            plugin_namespace=PLUGIN_NAMESPACE,
+            plugin_version=PLUGIN_VERSION,
+            aot=1,
+        )
 
     return {torch.ops.nanonet.varlen_attention.default: varlen_attention_onnx}
 
@@ -82,22 +91,32 @@ def register_schema() -> None:
         return
     A = OpSchema.AttrType
     schema = OpSchema(
-        OP_TYPE, TRT_DOMAIN, 1,
+        OP_TYPE,
+        TRT_DOMAIN,
+        1,
         doc="Attention over packed variable-length sequences with a sliding window (window=-1: global).",
-        inputs=[OpSchema.FormalParameter("qkv", "T", "[T, 3*H] fused query, key, value"),
-                OpSchema.FormalParameter("cu_seqlens", "tensor(int32)", "[B+1] sequence offsets, from 0 to T"),
-                OpSchema.FormalParameter("max_seqlen", "M", "[S]: only its shape is read")],
+        inputs=[
+            OpSchema.FormalParameter("qkv", "T", "[T, 3*H] fused query, key, value"),
+            OpSchema.FormalParameter("cu_seqlens", "tensor(int32)", "[B+1] sequence offsets, from 0 to T"),
+            OpSchema.FormalParameter("max_seqlen", "M", "[S]: only its shape is read"),
+        ],
         outputs=[OpSchema.FormalParameter("output", "T", "[T, H]")],
-        type_constraints=[("T", ["tensor(float)", "tensor(float16)", "tensor(bfloat16)"], "activations"),
-                          ("M", ["tensor(int32)", "tensor(int64)", "tensor(float)"], "shape carrier")],
-        attributes=[OpSchema.Attribute("num_heads", A.INT, "heads"), OpSchema.Attribute("head_size", A.INT, "head size"),
-                    OpSchema.Attribute("scale", A.FLOAT, "softmax scale"),
-                    OpSchema.Attribute("window", A.INT, "half-window of a local layer; -1 for global"),
-                    OpSchema.Attribute("plugin_namespace", A.STRING, "TensorRT plugin namespace"),
-                    OpSchema.Attribute("plugin_version", A.STRING, "TensorRT plugin version"),
-                    OpSchema.Attribute("aot", A.INT, "1: TensorRT's parser uses the plugin's ahead-of-time kernel, 0: its Python one",
-                                       required=False)],
-    )  # fmt: skip
+        type_constraints=[
+            ("T", ["tensor(float)", "tensor(float16)", "tensor(bfloat16)"], "activations"),
+            ("M", ["tensor(int32)", "tensor(int64)", "tensor(float)"], "shape carrier"),
+        ],
+        attributes=[
+            OpSchema.Attribute("num_heads", A.INT, "heads"),
+            OpSchema.Attribute("head_size", A.INT, "head size"),
+            OpSchema.Attribute("scale", A.FLOAT, "softmax scale"),
+            OpSchema.Attribute("window", A.INT, "half-window of a local layer; -1 for global"),
+            OpSchema.Attribute("plugin_namespace", A.STRING, "TensorRT plugin namespace"),
+            OpSchema.Attribute("plugin_version", A.STRING, "TensorRT plugin version"),
+            OpSchema.Attribute(
+                "aot", A.INT, "1: TensorRT's parser uses the plugin's ahead-of-time kernel, 0: its Python one", required=False
+            ),
+        ],
+    )
     onnx.defs.register_schema(schema)
 
 
@@ -111,11 +130,21 @@ def register_ort_reference() -> str:
     from onnxruntime_extensions import PyCustomOpDef, get_library_path, onnx_op
 
     if not _ORT_REGISTERED:
-        @onnx_op(op_type=OP_TYPE, inputs=[PyCustomOpDef.dt_float, PyCustomOpDef.dt_int32, PyCustomOpDef.dt_int32],
-                 outputs=[PyCustomOpDef.dt_float],
-                 attrs={"num_heads": PyCustomOpDef.dt_int64, "head_size": PyCustomOpDef.dt_int64, "scale": PyCustomOpDef.dt_float,
-                        "window": PyCustomOpDef.dt_int64, "plugin_namespace": PyCustomOpDef.dt_string,
-                        "plugin_version": PyCustomOpDef.dt_string, "aot": PyCustomOpDef.dt_int64})  # fmt: skip
+
+        @onnx_op(
+            op_type=OP_TYPE,
+            inputs=[PyCustomOpDef.dt_float, PyCustomOpDef.dt_int32, PyCustomOpDef.dt_int32],
+            outputs=[PyCustomOpDef.dt_float],
+            attrs={
+                "num_heads": PyCustomOpDef.dt_int64,
+                "head_size": PyCustomOpDef.dt_int64,
+                "scale": PyCustomOpDef.dt_float,
+                "window": PyCustomOpDef.dt_int64,
+                "plugin_namespace": PyCustomOpDef.dt_string,
+                "plugin_version": PyCustomOpDef.dt_string,
+                "aot": PyCustomOpDef.dt_int64,
+            },
+        )
         def _varlen(qkv, cu_seqlens, max_seqlen, **attrs):
             return reference(qkv, cu_seqlens, int(attrs["num_heads"]), int(attrs["head_size"]), float(attrs["scale"]), int(attrs["window"]))
 

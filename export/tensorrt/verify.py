@@ -12,10 +12,10 @@ import torch
 from nanonet.export.onnx_export import TOLERANCE
 from nanonet.export.tensorrt.packed import example_inputs, export_packed
 from nanonet.export.tensorrt.varlen_op import for_onnxruntime, register_ort_reference
-from nanonet.runtimes.errors import NanonetError
 from nanonet.extras import require
 from nanonet.model.encoder import NanoClassifier
 from nanonet.model.packing import pack_sequences
+from nanonet.runtimes.errors import NanonetError
 
 
 def packed_session(path: Path | None = None, model=None, float16: bool = False):
@@ -39,8 +39,11 @@ def verify_packed(model: NanoClassifier, path: Path, max_length: int) -> list[di
     long = min(max_length, widest + 8)
     session = packed_session(path)
     checks = []
-    for name, lengths in (("one sequence", [min(12, max_length)]), ("mixed lengths", [3, min(40, max_length), 1, min(17, max_length)]),
-                          (f"longer than the local window ({long} tokens)", [long, max(1, long // 3)])):  # fmt: skip
+    for name, lengths in (
+        ("one sequence", [min(12, max_length)]),
+        ("mixed lengths", [3, min(40, max_length), 1, min(17, max_length)]),
+        (f"longer than the local window ({long} tokens)", [long, max(1, long // 3)]),
+    ):
         ids, cu, longest = example_inputs(lengths, cfg.vocab_size, seed=len(checks))
         got = session.run(["logits"], {"input_ids": ids.numpy(), "cu_seqlens": cu.numpy(), "max_seqlen": longest.numpy()})[0]
         with torch.no_grad():
@@ -48,7 +51,9 @@ def verify_packed(model: NanoClassifier, path: Path, max_length: int) -> list[di
         diff, same = float(np.abs(got - ref).max()), bool((got.argmax(-1) == ref.argmax(-1)).all())
         checks.append({"shape": name, "batch": len(lengths), "tokens": int(cu[-1]), "max_abs_diff": diff, "argmax_equal": same})
         if not (diff <= TOLERANCE and same):
-            raise NanonetError(f"model.trt.onnx: the reference run disagrees with torch on '{name}': max abs logit diff {diff:.2e}; nothing was written")
+            raise NanonetError(
+                f"model.trt.onnx: the reference run disagrees with torch on '{name}': max abs logit diff {diff:.2e}; nothing was written"
+            )
     return checks
 
 

@@ -12,8 +12,10 @@ from rich.table import Table
 from nanonet.cli.app import app, err, stdout
 from nanonet.runtimes.errors import NanonetError
 
-PLUGIN_HELP = ("TensorRT attention plugin: aot (the Triton kernel compiled into the engine, which runs without Python: "
-               "trtexec, C++, nanonet's runtime) or jit (torch, for development).")  # fmt: skip
+PLUGIN_HELP = (
+    "TensorRT attention plugin: aot (the Triton kernel compiled into the engine, which runs without Python: "
+    "trtexec, C++, nanonet's runtime) or jit (torch, for development)."
+)
 
 
 @app.command("export")
@@ -24,7 +26,9 @@ def export_command(
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default: the route's, 23 for dynamo)."),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Truncate texts to L tokens (default: the model's)."),
     route: str = typer.Option("auto", "--route", help="auto | dynamo | legacy (see export/onnx_export.py)."),
-    trt: bool = typer.Option(False, "--trt", help="Also write model.trt.onnx (packed, plugin nodes) and build model.plan where TensorRT runs."),
+    trt: bool = typer.Option(
+        False, "--trt", help="Also write model.trt.onnx (packed, plugin nodes) and build model.plan where TensorRT runs."
+    ),
     max_tokens: int = typer.Option(16384, "--max-tokens", help="TensorRT profile: most tokens in a batch."),
     opt_tokens: int = typer.Option(4096, "--opt-tokens", help="TensorRT profile: tokens to tune for."),
     max_batch: int = typer.Option(128, "--max-batch", help="TensorRT profile: most sequences in a batch."),
@@ -33,9 +37,8 @@ def export_command(
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Export a checkpoint to a bundle: model.onnx verified against torch, tokenizer.json, manifest.json."""
-    from nanonet.extras import require
-
     from nanonet.export.tensorrt.engine import check_options
+    from nanonet.extras import require
 
     check_options(plugin, precision)
     require("torch", "nanonet export")
@@ -53,29 +56,38 @@ def export_command(
     for col in ("check", "batch", "max len", "max abs diff", "argmax"):
         table.add_column(col)
     for c in manifest["export"]["verification"]:
-        table.add_row(escape(c["shape"]), str(c["batch"]), str(c["max_len"]), f"{c['max_abs_diff']:.1e}", "equal" if c["argmax_equal"] else "DIFFERS")
+        table.add_row(
+            escape(c["shape"]), str(c["batch"]), str(c["max_len"]), f"{c['max_abs_diff']:.1e}", "equal" if c["argmax_equal"] else "DIFFERS"
+        )
     stdout.print(table)
     files = ", ".join(f"{k} {v['bytes'] / 1e6:.1f} MB" for k, v in manifest["files"].items())
-    stdout.print(f"route {manifest['export']['route']} (opset {manifest['export']['opset']}); labels {', '.join(map(escape, manifest['labels']))}; {files}")
+    stdout.print(
+        f"route {manifest['export']['route']} (opset {manifest['export']['opset']}); labels {', '.join(map(escape, manifest['labels']))}; {files}"
+    )
     if trt:
         _engine_or_instructions(out, max_tokens, opt_tokens, max_batch, plugin, precision)
 
 
-def _engine_or_instructions(bundle: str, max_tokens: int, opt_tokens: int, max_batch: int, plugin: str = "aot",
-                            precision: str = "fp16") -> None:  # fmt: skip
+def _engine_or_instructions(
+    bundle: str, max_tokens: int, opt_tokens: int, max_batch: int, plugin: str = "aot", precision: str = "fp16"
+) -> None:
     """Build model.plan where TensorRT runs; elsewhere say what was written and how to build it, exit 2."""
     from nanonet.export.tensorrt.engine import engine_command, unavailable
 
     why = unavailable()
     if why:
-        err.print(f"wrote {escape(bundle)}/model.trt.onnx (packed graph, VarlenAttention plugin nodes, checked against torch); "
-                  f"no engine built here: {escape(why)}. On the target device run: {escape(engine_command(bundle, plugin, precision))}",
-                  highlight=False, soft_wrap=True)  # fmt: skip
+        err.print(
+            f"wrote {escape(bundle)}/model.trt.onnx (packed graph, VarlenAttention plugin nodes, checked against torch); "
+            f"no engine built here: {escape(why)}. On the target device run: {escape(engine_command(bundle, plugin, precision))}",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(2)
     from nanonet.export.tensorrt.build import build_bundle_engine
 
-    result = build_bundle_engine(bundle, max_tokens, opt_tokens, max_batch, plugin=plugin, precision=precision,
-                                 log=lambda m: err.print(escape(m), highlight=False))  # fmt: skip
+    result = build_bundle_engine(
+        bundle, max_tokens, opt_tokens, max_batch, plugin=plugin, precision=precision, log=lambda m: err.print(escape(m), highlight=False)
+    )
     stdout.print(f"engine: {escape(bundle)}/model.plan (TensorRT {result['tensorrt']}, {result['attention']})")
 
 

@@ -9,11 +9,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from nanonet.cli.app import app, stdout, parse_layers
+from nanonet.cli.app import app, parse_layers, stdout
+
 
 @app.command()
 def info(
-    model: str = typer.Argument(..., help="A nanonet checkpoint, a Hugging Face checkpoint directory or hub id, or 'sentence-transformers/all-MiniLM-L6-v2'."),
+    model: str = typer.Argument(
+        ..., help="A nanonet checkpoint, a Hugging Face checkpoint directory or hub id, or 'sentence-transformers/all-MiniLM-L6-v2'."
+    ),
     layers: Optional[str] = typer.Option(None, "--layers", help="Describe the student made of these layers, e.g. 0,2,4."),
     global_every: Optional[int] = typer.Option(None, "--global-every", help="Make every N-th layer global and the others local."),
     local_window: Optional[int] = typer.Option(None, "--local-window", help="Tokens in a local layer's window (both sides together)."),

@@ -13,6 +13,7 @@ from rich.table import Table
 from nanonet.cli.app import app, err, stdout
 from nanonet.runtimes.errors import NanonetError
 
+
 def _parse_sizes(value: str) -> list[int]:
     try:
         sizes = [int(x) for x in value.split(",") if x.strip()]
@@ -100,12 +101,22 @@ def bench(
     if as_json:
         stdout.print_json(json.dumps(result))
         return
-    table = Table(title=f"nanonet bench: {bundle} ({result['backend']}, {result['precision']}, threads {threads or 'default'})", title_justify="left")
+    table = Table(
+        title=f"nanonet bench: {bundle} ({result['backend']}, {result['precision']}, threads {threads or 'default'})", title_justify="left"
+    )
     for col in ("batch", "docs/s", "p50 ms", "p95 ms", "p99 ms", "overhead"):
         table.add_column(col, justify="right")
     for r in result["results"]:
-        table.add_row(str(r["batch_size"]), f"{r['docs_per_second']:,.1f}", f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}",
-                      f"{r['p99_ms']:.1f}", f"{100 * r['overhead_share']:.1f}%")  # fmt: skip
+        table.add_row(
+            str(r["batch_size"]),
+            f"{r['docs_per_second']:,.1f}",
+            f"{r['p50_ms']:.1f}",
+            f"{r['p95_ms']:.1f}",
+            f"{r['p99_ms']:.1f}",
+            f"{100 * r['overhead_share']:.1f}%",
+        )
     stdout.print(table)
-    stdout.print(f"load {result['load_seconds']:.2f}s, peak memory {result['peak_rss_mb']:.0f} MB, bundle {result['bundle_mb']:.1f} MB, "
-                      f"{result['texts']} texts from {escape(data)}")
+    stdout.print(
+        f"load {result['load_seconds']:.2f}s, peak memory {result['peak_rss_mb']:.0f} MB, bundle {result['bundle_mb']:.1f} MB, "
+        f"{result['texts']} texts from {escape(data)}"
+    )

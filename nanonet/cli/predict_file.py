@@ -22,8 +22,15 @@ CHUNK = 1024  # texts in memory at a time
 SHOWN_WARNINGS = 5
 
 
-def predict_file(clf: Classifier, input: str, output: str | None, text_col: str = "text", batch_size: int = 32,
-                 progress: bool = True, console: Console | None = None) -> dict:  # fmt: skip
+def predict_file(
+    clf: Classifier,
+    input: str,
+    output: str | None,
+    text_col: str = "text",
+    batch_size: int = 32,
+    progress: bool = True,
+    console: Console | None = None,
+) -> dict:
     console = console or Console(stderr=True)
     total = os.path.getsize(input) if Path(input).is_file() else 0
     summary = {"input": input, "output": output, "lines": 0, "predicted": 0, "malformed": 0, "truncated": 0}
@@ -63,10 +70,18 @@ def predict_file(clf: Classifier, input: str, output: str | None, text_col: str 
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         try:
-            with open(tmp, "w", encoding="utf-8") as out, Progress(
-                TextColumn("[bold]predict"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                console=console, transient=True, disable=not progress,
-            ) as bar:  # fmt: skip
+            with (
+                open(tmp, "w", encoding="utf-8") as out,
+                Progress(
+                    TextColumn("[bold]predict"),
+                    BarColumn(),
+                    DownloadColumn(),
+                    TimeRemainingColumn(),
+                    console=console,
+                    transient=True,
+                    disable=not progress,
+                ) as bar,
+            ):
                 task = bar.add_task("predict", total=total)
                 run(out, lambda done: bar.update(task, completed=done))
             os.replace(tmp, target)

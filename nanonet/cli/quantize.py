@@ -9,7 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from nanonet.cli.app import app, err, stdout, pct
+from nanonet.cli.app import app, err, pct, stdout
+
 
 @app.command()
 def quantize(
@@ -21,10 +22,20 @@ def quantize(
     samples: int = typer.Option(1024, "--samples", help="Calibration texts sampled from --calib (half held out to check agreement)."),
     seed: int = typer.Option(0, "--seed", help="Seeds the calibration sample."),
     target: str = typer.Option("cpu", "--target", help="cpu | tensorrt (explicit symmetric int8 Q/DQ)."),
-    min_agreement: float = typer.Option(0.99, "--min-agreement", help="Keep the most sensitive layers in float until fp32 agreement reaches this."),
-    outliers: str = typer.Option("auto", "--outliers", help="auto | always | off: with --calib (dynamic), input channels whose range exceeds 6x the median channel's multiply in float; auto: when agreement falls short."),
-    smooth: float = typer.Option(0.0, "--smooth", help="SmoothQuant alpha with --calib, e.g. 0.75 (default 0: off): activation range moved into the weights."),
-    weight_bits: int = typer.Option(8, "--weight-bits", help="8 | 7 (dynamic): 7-bit weights keep the fast integer kernels on x86 CPUs without VNNI."),
+    min_agreement: float = typer.Option(
+        0.99, "--min-agreement", help="Keep the most sensitive layers in float until fp32 agreement reaches this."
+    ),
+    outliers: str = typer.Option(
+        "auto",
+        "--outliers",
+        help="auto | always | off: with --calib (dynamic), input channels whose range exceeds 6x the median channel's multiply in float; auto: when agreement falls short.",
+    ),
+    smooth: float = typer.Option(
+        0.0, "--smooth", help="SmoothQuant alpha with --calib, e.g. 0.75 (default 0: off): activation range moved into the weights."
+    ),
+    weight_bits: int = typer.Option(
+        8, "--weight-bits", help="8 | 7 (dynamic): 7-bit weights keep the fast integer kernels on x86 CPUs without VNNI."
+    ),
     text_col: str = typer.Option("text", "--text-col"),
     threads: Optional[int] = typer.Option(None, "--threads"),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest's quantization record as JSON."),
@@ -37,9 +48,23 @@ def quantize(
 
     say = (lambda msg: None) if as_json else (lambda msg: err.print(escape(msg), highlight=False))
     with err.status("quantizing"):
-        manifest = quantize_bundle(bundle, out, calib, say, method=method, calibrator=calibrator, samples=samples, seed=seed, target=target,
-                                   min_agreement=min_agreement, text_col=text_col, threads=threads, smooth=smooth, outliers=outliers,
-                                   weight_bits=weight_bits)  # fmt: skip
+        manifest = quantize_bundle(
+            bundle,
+            out,
+            calib,
+            say,
+            method=method,
+            calibrator=calibrator,
+            samples=samples,
+            seed=seed,
+            target=target,
+            min_agreement=min_agreement,
+            text_col=text_col,
+            threads=threads,
+            smooth=smooth,
+            outliers=outliers,
+            weight_bits=weight_bits,
+        )
     q = manifest["quantization"]
     if as_json:
         stdout.print_json(json.dumps(q))
@@ -74,7 +99,8 @@ def validate(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Compare a candidate bundle with a reference: accuracy, agreement, flips, speed, size; exit 1 past --max-drop."""
-    from nanonet.calibrate.validate import plot, validate as run
+    from nanonet.calibrate.validate import plot
+    from nanonet.calibrate.validate import validate as run
 
     report = run(candidate, reference, data, text_col, label_col, threads=threads)
     if plot_file:
@@ -96,11 +122,19 @@ def _print_validation(r: dict) -> None:
         table.add_column(col)
     for side in ("reference", "candidate"):
         b = r[side]
-        table.add_row(escape(b["bundle"]), b["precision"], pct(b.get("accuracy")), pct(b.get("macro_f1")),
-                      f"{b['docs_per_second']:.1f}", f"{b['size_mb']:.1f}")  # fmt: skip
+        table.add_row(
+            escape(b["bundle"]),
+            b["precision"],
+            pct(b.get("accuracy")),
+            pct(b.get("macro_f1")),
+            f"{b['docs_per_second']:.1f}",
+            f"{b['size_mb']:.1f}",
+        )
     stdout.print(table)
-    stdout.print(f"agreement {100 * r['agreement']:.2f}%, mean KL {r['mean_kl']:.2e}, max prob diff {r['max_prob_diff']:.3f}, "
-                      f"{r['flipped']} flipped; speed x{r['speedup']:.2f}, size x{r['size_ratio']:.2f}")
+    stdout.print(
+        f"agreement {100 * r['agreement']:.2f}%, mean KL {r['mean_kl']:.2e}, max prob diff {r['max_prob_diff']:.3f}, "
+        f"{r['flipped']} flipped; speed x{r['speedup']:.2f}, size x{r['size_ratio']:.2f}"
+    )
     if r["per_class"]:
         per = Table(title="per-class accuracy", title_justify="left")
         for col in ("class", "n", "reference", "candidate", "change"):
@@ -110,4 +144,6 @@ def _print_validation(r: dict) -> None:
             per.add_row(escape(name), str(c["n"]), pct(c["reference"]), pct(c["candidate"]), change)
         stdout.print(per)
     for f in r["flips"]:
-        stdout.print(f"  flipped: {escape(f['reference'])} -> {escape(f['candidate'])} (gold {escape(str(f['gold']))}): {escape(f['text'][:100])}")
+        stdout.print(
+            f"  flipped: {escape(f['reference'])} -> {escape(f['candidate'])} (gold {escape(str(f['gold']))}): {escape(f['text'][:100])}"
+        )

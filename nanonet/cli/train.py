@@ -9,8 +9,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from nanonet.cli.app import app, stdout, parse_layers, pct
+from nanonet.cli.app import app, parse_layers, pct, stdout
 from nanonet.runtimes.errors import NanonetError
+
 
 def _layer_sets(value: Optional[str]) -> Optional[list[list[int]]]:
     """'0,2,4/1,3,5' -> [[0, 2, 4], [1, 3, 5]]."""
@@ -48,16 +49,35 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of a table."),
 ) -> None:
     """Distil a teacher into a cohort of students from N labels per class (NanoNet)."""
-    from nanonet.train import TrainArgs, train as run
+    from nanonet.train import TrainArgs
+    from nanonet.train import train as run
 
     args = TrainArgs(
-        data=data, out=out, labels_per_class=labels_per_class, seed=seed, teacher=teacher, unlabeled=list(unlabeled),
-        text_col=text_col, label_col=label_col, students=students, student_layers=_layer_sets(student_layers),
-        trainable=trainable, teacher_trainable=teacher_trainable, steps=steps, epochs=epochs, eval_every=eval_every,
-        lr=lr, teacher_lr=teacher_lr, graph_weight=graph_weight, student_graph_weight=student_graph_weight, graph_k=graph_k,
-        graph_refreshes=graph_refreshes, resume=resume,
-        attention=attention, threads=threads,
-    )  # fmt: skip
+        data=data,
+        out=out,
+        labels_per_class=labels_per_class,
+        seed=seed,
+        teacher=teacher,
+        unlabeled=list(unlabeled),
+        text_col=text_col,
+        label_col=label_col,
+        students=students,
+        student_layers=_layer_sets(student_layers),
+        trainable=trainable,
+        teacher_trainable=teacher_trainable,
+        steps=steps,
+        epochs=epochs,
+        eval_every=eval_every,
+        lr=lr,
+        teacher_lr=teacher_lr,
+        graph_weight=graph_weight,
+        student_graph_weight=student_graph_weight,
+        graph_k=graph_k,
+        graph_refreshes=graph_refreshes,
+        resume=resume,
+        attention=attention,
+        threads=threads,
+    )
     try:
         report = run(args, progress=not as_json)
     except KeyboardInterrupt:
@@ -69,16 +89,23 @@ def train(
 
 
 def _print_train_report(report: dict, out: str) -> None:
-    table = Table(title=f"nanonet train: {report['settings']['data']}, {report['settings']['labels_per_class']} labels per class, seed {report['settings']['seed']}", title_justify="left")
+    table = Table(
+        title=f"nanonet train: {report['settings']['data']}, {report['settings']['labels_per_class']} labels per class, seed {report['settings']['seed']}",
+        title_justify="left",
+    )
     for col in ("model", "layers", "view", "dev acc / F1", "test acc / F1", "trainable / total"):
         table.add_column(col, no_wrap=True)
     chosen = report["chosen_student"]
     for i, r in enumerate([report["teacher"], *report["students"]]):
         name = r["name"] + (" *" if i - 1 == chosen else "")
-        table.add_row(name, ",".join(map(str, r["layers"])), r["view"] or "-",
-                      f"{pct(r['dev']['accuracy'])} / {pct(r['dev']['macro_f1'])}",
-                      f"{pct(r['test']['accuracy'])} / {pct(r['test']['macro_f1'])}",
-                      f"{r['trainable_parameters'] / 1e3:,.1f}K / {r['parameters'] / 1e6:,.1f}M")  # fmt: skip
+        table.add_row(
+            name,
+            ",".join(map(str, r["layers"])),
+            r["view"] or "-",
+            f"{pct(r['dev']['accuracy'])} / {pct(r['dev']['macro_f1'])}",
+            f"{pct(r['test']['accuracy'])} / {pct(r['test']['macro_f1'])}",
+            f"{r['trainable_parameters'] / 1e3:,.1f}K / {r['parameters'] / 1e6:,.1f}M",
+        )
     table.caption = "* the chosen student (best dev accuracy; a lead within the dev set's noise goes to the one agreeing most with the teacher), saved to RUN/student"
     stdout.print(table)
     t, d = report["training"], report["data"]

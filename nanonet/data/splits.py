@@ -34,10 +34,14 @@ class Splits:
 
     def summary(self) -> dict:
         return {
-            "classes": len(self.labels), "labeled": len(self.labeled_texts), "unlabeled": len(self.unlabeled_texts),
-            "dev": len(self.dev_texts), "test": len(self.test_texts), "dev_source": self.dev_source,
+            "classes": len(self.labels),
+            "labeled": len(self.labeled_texts),
+            "unlabeled": len(self.unlabeled_texts),
+            "dev": len(self.dev_texts),
+            "test": len(self.test_texts),
+            "dev_source": self.dev_source,
             "dev_per_class": self.dev_per_class,
-        }  # fmt: skip
+        }
 
 
 def find_split_files(directory: Path) -> dict[str, Path]:

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from nanonet.runtimes.errors import NanonetError
 
-SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv",
-            ".parquet": "parquet", ".txt": "text"}  # fmt: skip
+SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".txt": "text"}
 
 
 @dataclass

@@ -34,7 +34,7 @@ class Tokenized:
     def row(self, i: int) -> np.ndarray:
         return self.ids[self.offsets[i] : self.offsets[i + 1]]
 
-    def select(self, rows: np.ndarray) -> "Tokenized":
+    def select(self, rows: np.ndarray) -> Tokenized:
         """The given rows, in that order."""
         parts = [self.row(int(i)) for i in rows]
         offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts], dtype=np.int64)]).astype(np.int64)

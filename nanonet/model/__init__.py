@@ -22,7 +22,24 @@ from nanonet.model.hf import DEFAULT_TEACHER, Pretrained, load_pretrained  # noq
 from nanonet.model.packing import Packed, pack_padded, pack_sequences, pad, unpad  # noqa: E402
 
 __all__ = [
-    "BACKENDS", "DEFAULT_TEACHER", "Checkpoint", "EncoderConfig", "NanoClassifier", "NanoEncoder",
-    "Packed", "Pretrained", "alternating", "is_checkpoint", "load_checkpoint", "load_pretrained",
-    "make_student", "pack_padded", "pack_sequences", "pad", "pick_backend", "pool", "save_checkpoint", "unpad",
-]  # fmt: skip
+    "BACKENDS",
+    "DEFAULT_TEACHER",
+    "Checkpoint",
+    "EncoderConfig",
+    "NanoClassifier",
+    "NanoEncoder",
+    "Packed",
+    "Pretrained",
+    "alternating",
+    "is_checkpoint",
+    "load_checkpoint",
+    "load_pretrained",
+    "make_student",
+    "pack_padded",
+    "pack_sequences",
+    "pad",
+    "pick_backend",
+    "pool",
+    "save_checkpoint",
+    "unpad",
+]

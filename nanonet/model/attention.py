@@ -17,8 +17,8 @@ from __future__ import annotations
 import functools
 import importlib.util
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -32,9 +32,18 @@ def flash_attention(q, k, v, batch: Packed, window: int, scale: float, dropout_p
     from flash_attn import flash_attn_varlen_func
 
     return flash_attn_varlen_func(
-        q, k, v, batch.cu_seqlens, batch.cu_seqlens, batch.max_seqlen, batch.max_seqlen,
-        dropout_p=dropout_p, softmax_scale=scale, causal=False, window_size=(window, window),
-    )  # fmt: skip
+        q,
+        k,
+        v,
+        batch.cu_seqlens,
+        batch.cu_seqlens,
+        batch.max_seqlen,
+        batch.max_seqlen,
+        dropout_p=dropout_p,
+        softmax_scale=scale,
+        causal=False,
+        window_size=(window, window),
+    )
 
 
 def torch_varlen_attention(q, k, v, batch: Packed, window: int, scale: float, dropout_p: float) -> torch.Tensor:
@@ -42,9 +51,16 @@ def torch_varlen_attention(q, k, v, batch: Packed, window: int, scale: float, dr
     from torch.nn.attention.varlen import varlen_attn
 
     return varlen_attn(
-        q, k, v, batch.cu_seqlens, batch.cu_seqlens, batch.max_seqlen, batch.max_seqlen,
-        scale=scale, window_size=(window, window),
-    )  # fmt: skip
+        q,
+        k,
+        v,
+        batch.cu_seqlens,
+        batch.cu_seqlens,
+        batch.max_seqlen,
+        batch.max_seqlen,
+        scale=scale,
+        window_size=(window, window),
+    )
 
 
 def window_mask(positions: torch.Tensor | int, window: int) -> torch.Tensor:
@@ -144,7 +160,7 @@ BACKENDS: dict[str, Backend] = {
 AUTO_ORDER = ("flash", "torch_varlen", "sdpa")  # fastest first
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pick_backend(device: torch.device, dtype: torch.dtype, head_size: int, requested: str = "auto") -> Backend:
     """The backend to run on (device, dtype): `requested` if usable, else the first usable
     one in AUTO_ORDER. On CUDA, falling back from a faster backend warns once."""

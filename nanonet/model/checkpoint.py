@@ -1,11 +1,11 @@
 """nanonet checkpoints (a directory, written atomically) and students built by layer selection.
 
-    CHECKPOINT/
-      config.json        {"format": "nanonet-checkpoint", "format_version": 1,
-                          "encoder": EncoderConfig, "pooling": ..., "num_labels": ...}
-      model.safetensors  the NanoClassifier state dict
-      tokenizer.json     the fast tokenizer (plus tokenizer_config.json etc. when present)
-      labels.json        ["label 0", "label 1", ...]
+CHECKPOINT/
+  config.json        {"format": "nanonet-checkpoint", "format_version": 1,
+                      "encoder": EncoderConfig, "pooling": ..., "num_labels": ...}
+  model.safetensors  the NanoClassifier state dict
+  tokenizer.json     the fast tokenizer (plus tokenizer_config.json etc. when present)
+  labels.json        ["label 0", "label 1", ...]
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from nanonet.runtimes.errors import NanonetError
-from nanonet.runtimes.fsutil import atomic_dir
 from nanonet.model.config import EncoderConfig
 from nanonet.model.encoder import NanoClassifier, NanoEncoder
 from nanonet.model.files import read_json, read_safetensors
+from nanonet.runtimes.errors import NanonetError
+from nanonet.runtimes.fsutil import atomic_dir
 
 FORMAT = "nanonet-checkpoint"
 FORMAT_VERSION = 1
@@ -29,9 +27,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "labels.json")
 
 
-def make_student(
-    encoder: NanoEncoder, layers: list[int], global_every: int | None = None, local_window: int | None = None
-) -> NanoEncoder:
+def make_student(encoder: NanoEncoder, layers: list[int], global_every: int | None = None, local_window: int | None = None) -> NanoEncoder:
     """A new encoder holding copies of the embeddings, the selected layers (in the given
     order) and the final norm of `encoder`: one "model view" of the method.
 
@@ -111,9 +107,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             raise NanonetError(f"{path / name}: missing file")
     config = read_json(path / "config.json")
     if config.get("format") != FORMAT:
-        raise NanonetError(f"{path / 'config.json'}: not a nanonet checkpoint (no \"format\": \"{FORMAT}\")")
+        raise NanonetError(f'{path / "config.json"}: not a nanonet checkpoint (no "format": "{FORMAT}")')
     if config.get("format_version") != FORMAT_VERSION:
-        raise NanonetError(f"{path / 'config.json'}: unknown format_version {config.get('format_version')!r} (this nanonet reads {FORMAT_VERSION})")
+        raise NanonetError(
+            f"{path / 'config.json'}: unknown format_version {config.get('format_version')!r} (this nanonet reads {FORMAT_VERSION})"
+        )
     cfg = EncoderConfig.from_dict(config.get("encoder") or {}, source=str(path / "config.json"))
     labels = read_json(path / "labels.json")
     if not isinstance(labels, list) or len(labels) != config.get("num_labels"):

@@ -102,7 +102,7 @@ class EncoderConfig:
         if self.activation not in ACTIVATIONS:
             raise bad(f"unknown activation '{self.activation}' (known: {', '.join(ACTIVATIONS)})")
 
-    def with_attention(self, global_every: int | None = None, local_window: int | None = None) -> "EncoderConfig":
+    def with_attention(self, global_every: int | None = None, local_window: int | None = None) -> EncoderConfig:
         """A copy with a new alternating pattern and/or window."""
         changes: dict[str, Any] = {}
         if global_every is not None:
@@ -111,7 +111,7 @@ class EncoderConfig:
             changes["local_window"] = local_window
         return dataclasses.replace(self, **changes)
 
-    def select_layers(self, layers: list[int]) -> "EncoderConfig":
+    def select_layers(self, layers: list[int]) -> EncoderConfig:
         """The config of a student made of `layers` (indices into this model's layers)."""
         if not layers:
             raise NanonetError("--layers: select at least one layer")
@@ -130,7 +130,7 @@ class EncoderConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "config") -> "EncoderConfig":
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> EncoderConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:

@@ -18,8 +18,13 @@ def load_any(spec: str) -> tuple[NanoEncoder, dict]:
         ckpt = load_checkpoint(spec)
         encoder = ckpt.model.encoder
         head = sum(p.numel() for p in ckpt.model.parameters()) - sum(p.numel() for p in ckpt.model.encoder.parameters())
-        return encoder, {"kind": "nanonet checkpoint", "path": str(ckpt.path), "pooling": ckpt.model.pooling,
-                         "labels": ckpt.labels, "head_parameters": head}  # fmt: skip
+        return encoder, {
+            "kind": "nanonet checkpoint",
+            "path": str(ckpt.path),
+            "pooling": ckpt.model.pooling,
+            "labels": ckpt.labels,
+            "head_parameters": head,
+        }
     pre = load_pretrained(spec)
     return pre.encoder, {"kind": "hugging face checkpoint", "path": str(pre.path), "pooling": pre.pooling}
 

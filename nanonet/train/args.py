@@ -151,6 +151,6 @@ class TrainArgs:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainArgs":
+    def from_dict(cls, d: dict) -> TrainArgs:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})

@@ -31,16 +31,24 @@ class Cohort(nn.Module):
     `forward` returns a dict of loss terms whose 'total' is what the optimizer minimises;
     one module so that DDP can wrap the whole cohort."""
 
-    def __init__(self, teacher: NanoClassifier, students: list[NanoClassifier], temperature: float,
-                 kd_weight: float, hidden_weight: float, mutual_loss: str, self_train_weight: float = 0.0,
-                 confidence: float = 0.9, graph_weight: float = 0.0, student_graph_weight: float = 0.0):  # fmt: skip
+    def __init__(
+        self,
+        teacher: NanoClassifier,
+        students: list[NanoClassifier],
+        temperature: float,
+        kd_weight: float,
+        hidden_weight: float,
+        mutual_loss: str,
+        self_train_weight: float = 0.0,
+        confidence: float = 0.9,
+        graph_weight: float = 0.0,
+        student_graph_weight: float = 0.0,
+    ):
         super().__init__()
         self.teacher = teacher
         self.students = nn.ModuleList(students)
         hidden = teacher.config.hidden_size
-        self.projections = nn.ModuleList(
-            nn.Linear(s.config.hidden_size, hidden) for s in students
-        ) if hidden_weight > 0 else None  # fmt: skip
+        self.projections = nn.ModuleList(nn.Linear(s.config.hidden_size, hidden) for s in students) if hidden_weight > 0 else None
         self.temperature, self.kd_weight, self.hidden_weight, self.mutual_loss = temperature, kd_weight, hidden_weight, mutual_loss
         self.self_train_weight, self.confidence, self.graph_weight = self_train_weight, confidence, graph_weight
         self.student_graph_weight = student_graph_weight

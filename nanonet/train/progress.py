@@ -11,8 +11,14 @@ class TrainBar:
     def __init__(self, total: int, start: int):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        columns = (TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"), TimeElapsedColumn(),
-                   TimeRemainingColumn())  # fmt: skip
+        columns = (
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
         self.progress = Progress(*columns)
         self.progress.start()
         self.task = self.progress.add_task("train", total=total, completed=start, stats="")

@@ -54,8 +54,15 @@ def knn_graph(x: torch.Tensor, k: int, gamma: float = 3.0, chunk: int = 2048) ->
     return w.coalesce()
 
 
-def propagate(labeled: torch.Tensor, labels: torch.Tensor, unlabeled: torch.Tensor, num_classes: int, k: int = 10,
-              alpha: float = 0.99, iterations: int = 50) -> GraphTargets:  # fmt: skip
+def propagate(
+    labeled: torch.Tensor,
+    labels: torch.Tensor,
+    unlabeled: torch.Tensor,
+    num_classes: int,
+    k: int = 10,
+    alpha: float = 0.99,
+    iterations: int = 50,
+) -> GraphTargets:
     """Class distributions for `unlabeled` (U, H) from `labeled` (L, H) embeddings and their labels.
 
     Iterates F <- alpha * S F + (1 - alpha) * Y with S = D^-1/2 W D^-1/2 (the normalised kNN
@@ -80,8 +87,16 @@ def propagate(labeled: torch.Tensor, labels: torch.Tensor, unlabeled: torch.Tens
     return GraphTargets(probs, weights)
 
 
-def propagate_from(teacher: NanoClassifier, lab: Tokenized, lab_y: torch.Tensor, unl: Tokenized, num_classes: int, k: int,
-                   max_tokens: int, device: torch.device) -> GraphTargets:  # fmt: skip
+def propagate_from(
+    teacher: NanoClassifier,
+    lab: Tokenized,
+    lab_y: torch.Tensor,
+    unl: Tokenized,
+    num_classes: int,
+    k: int,
+    max_tokens: int,
+    device: torch.device,
+) -> GraphTargets:
     """Label propagation over `teacher`'s current embeddings of the labeled and unlabeled texts."""
     teacher.to(device)
     return propagate(embed(teacher, lab, max_tokens, device), lab_y, embed(teacher, unl, max_tokens, device), num_classes, k=k)

@@ -39,8 +39,9 @@ def dev_tolerance(accuracy: float, n: int) -> float:
     return max(1.0 / n, math.sqrt(max(accuracy * (1 - accuracy), 0.0) / n)) + 1e-9
 
 
-def evaluate_members(members: list[Member], dev: Tokenized, gold: list[int], num_classes: int, max_tokens: int,
-                     ctx: dist.Context, step: int) -> dict:  # fmt: skip
+def evaluate_members(
+    members: list[Member], dev: Tokenized, gold: list[int], num_classes: int, max_tokens: int, ctx: dist.Context, step: int
+) -> dict:
     """Dev metrics of every member; a member keeps a copy of its state when the dev accuracy
     is within the dev set's noise of its best so far (the latest such state wins).
 
@@ -63,8 +64,9 @@ def evaluate_members(members: list[Member], dev: Tokenized, gold: list[int], num
     return results
 
 
-def choose_student(members: list[Member], dev_size: int, unl: Tokenized | None, seed: int, max_tokens: int, device: torch.device,
-                   sample: int = 1000) -> dict:  # fmt: skip
+def choose_student(
+    members: list[Member], dev_size: int, unl: Tokenized | None, seed: int, max_tokens: int, device: torch.device, sample: int = 1000
+) -> dict:
     """The student to ship: the best dev accuracy, where a lead smaller than the dev set can
     resolve is a tie.
 
@@ -84,5 +86,9 @@ def choose_student(members: list[Member], dev_size: int, unl: Tokenized | None, 
         chosen = max(tied, key=lambda i: (agreement[i], students[i].best["accuracy"], students[i].best["macro_f1"], -i))
     else:
         chosen = max(range(len(students)), key=lambda i: (students[i].best["accuracy"], students[i].best["macro_f1"], -i))
-    return {"chosen": chosen, "dev_tolerance": round(tolerance, 4), "tied_on_dev": tied,
-            "teacher_agreement": {str(k): round(v, 4) for k, v in agreement.items()} if agreement else None}  # fmt: skip
+    return {
+        "chosen": chosen,
+        "dev_tolerance": round(tolerance, 4),
+        "tied_on_dev": tied,
+        "teacher_agreement": {str(k): round(v, 4) for k, v in agreement.items()} if agreement else None,
+    }

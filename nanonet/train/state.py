@@ -23,8 +23,21 @@ def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().to("cpu", copy=True) for n, p in module.named_parameters() if p.requires_grad}
 
 
-def save_state(directory: Path, args, cohort, optimizer, scheduler, members, step: int, history: list,
-               tokens: int, seconds: float, world_size: int = 1, graph=None, refreshes: list | None = None) -> None:  # fmt: skip
+def save_state(
+    directory: Path,
+    args,
+    cohort,
+    optimizer,
+    scheduler,
+    members,
+    step: int,
+    history: list,
+    tokens: int,
+    seconds: float,
+    world_size: int = 1,
+    graph=None,
+    refreshes: list | None = None,
+) -> None:
     """`graph`: the refreshed GraphTargets, saved when `refreshes` (their records) is not empty."""
     from safetensors.torch import save_file
 
@@ -42,11 +55,18 @@ def save_state(directory: Path, args, cohort, optimizer, scheduler, members, ste
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     meta = {
-        "step": step, "history": history, "tokens": tokens, "seconds": seconds, "world_size": world_size,
+        "step": step,
+        "history": history,
+        "tokens": tokens,
+        "seconds": seconds,
+        "world_size": world_size,
         "args": {k: v for k, v in args.to_dict().items() if k not in IGNORED_ARGS},
-        "best": [m.best for m in members], "has_best": [m.best_state is not None for m in members],
-        "param_groups": opt["param_groups"], "scheduler": scheduler.state_dict(), "graph_refreshes": refreshes or [],
-    }  # fmt: skip
+        "best": [m.best for m in members],
+        "has_best": [m.best_state is not None for m in members],
+        "param_groups": opt["param_groups"],
+        "scheduler": scheduler.state_dict(),
+        "graph_refreshes": refreshes or [],
+    }
     with atomic_dir(directory) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / "tensors.safetensors")
         (tmp / "state.json").write_text(json.dumps(meta, indent=1) + "\n")

@@ -18,9 +18,9 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -130,8 +130,14 @@ def tokenize_splits(args: TrainArgs, splits: Splits, teacher_src: Pretrained) ->
     def tok(texts: list[str]) -> Tokenized:
         return tokenize(texts, teacher_src.tokenizer_file, max_length)
 
-    unlabeled_weights = (args.kd_weight, args.mutual_weight, args.hidden_weight, args.self_train_weight, args.graph_weight,
-                         args.student_graph_weight)  # fmt: skip
+    unlabeled_weights = (
+        args.kd_weight,
+        args.mutual_weight,
+        args.hidden_weight,
+        args.self_train_weight,
+        args.graph_weight,
+        args.student_graph_weight,
+    )
     uses_unlabeled = any(w > 0 for w in unlabeled_weights)
     unl = tok(splits.unlabeled_texts)
     if uses_unlabeled and len(unl) == 0:
@@ -207,32 +213,44 @@ def make_trainable(members: list[Member], args: TrainArgs, steps: int, ctx: dist
     computes the losses (wrapped for DDP where distributed), and its optimizer and schedule."""
     for m in members:
         m.trainable, m.total = set_trainable(m.model, args.teacher_trainable if m.name == "teacher" else args.trainable)
-    cohort = Cohort(members[0].model, [m.model for m in members[1:]], args.temperature, args.kd_weight, args.hidden_weight,
-                    args.mutual_loss, args.self_train_weight, args.confidence, args.graph_weight,
-                    args.student_graph_weight)  # fmt: skip
+    cohort = Cohort(
+        members[0].model,
+        [m.model for m in members[1:]],
+        args.temperature,
+        args.kd_weight,
+        args.hidden_weight,
+        args.mutual_loss,
+        args.self_train_weight,
+        args.confidence,
+        args.graph_weight,
+        args.student_graph_weight,
+    )
     cohort.to(ctx.device).train()
     optimizer, scheduler = build_optimizer(cohort, args, steps)
     return cohort, optimizer, scheduler
 
 
-def start_or_resume(out: Path, args: TrainArgs, cohort: Cohort, optimizer, scheduler, members: list[Member], graph: Graph,
-                    ctx: dist.Context) -> Run:  # fmt: skip
+def start_or_resume(
+    out: Path, args: TrainArgs, cohort: Cohort, optimizer, scheduler, members: list[Member], graph: Graph, ctx: dist.Context
+) -> Run:
     """A fresh run, or with --resume the saved state of the run in `out`; a fresh run never
     overwrites a previous run's state."""
     if not args.resume:
         if (out / "state").exists():  # checked on every rank, so no rank waits for one that stopped
             raise NanonetError(f"{out}: holds a previous run's state; pass --resume to continue it, or choose another --out")
         return Run(seconds=graph.seconds)  # the graph is part of the run's time
-    start, history, tokens_seen, seconds, saved_graph = load_state(out / "state", args, cohort, optimizer, scheduler, members,
-                                                                   ctx.world_size)  # fmt: skip
+    start, history, tokens_seen, seconds, saved_graph = load_state(
+        out / "state", args, cohort, optimizer, scheduler, members, ctx.world_size
+    )
     graph.refreshes = saved_graph["refreshes"]
     if "probs" in saved_graph:
         graph.targets = GraphTargets(saved_graph["probs"], saved_graph["weights"])
     return Run(start, history, tokens_seen, seconds)
 
 
-def step_inputs(data: Data, members: list[Member], graph: Graph, args: TrainArgs, step: int, k: int, steps: int,
-                ctx: dist.Context) -> tuple[StepInputs, int]:  # fmt: skip
+def step_inputs(
+    data: Data, members: list[Member], graph: Graph, args: TrainArgs, step: int, k: int, steps: int, ctx: dist.Context
+) -> tuple[StepInputs, int]:
     """5. one step's batches: labeled rows, and (once the students train, or for the graph
     term during the teacher's warm-up) unlabeled rows with each student's view of them.
     Returns the inputs and the tokens they hold."""
@@ -261,8 +279,20 @@ def step_inputs(data: Data, members: list[Member], graph: Graph, args: TrainArgs
     return inputs, labeled.num_tokens + unlabeled.num_tokens
 
 
-def run_steps(run: Run, data: Data, members: list[Member], cohort: Cohort, optimizer, scheduler, graph: Graph, args: TrainArgs,
-              steps: int, ctx: dist.Context, progress: bool, on_step: Callable[[int], None] | None) -> None:  # fmt: skip
+def run_steps(
+    run: Run,
+    data: Data,
+    members: list[Member],
+    cohort: Cohort,
+    optimizer,
+    scheduler,
+    graph: Graph,
+    args: TrainArgs,
+    steps: int,
+    ctx: dist.Context,
+    progress: bool,
+    on_step: Callable[[int], None] | None,
+) -> None:
     """5. the optimizer steps, with a dev evaluation and the resume state every --eval-every steps."""
     model = dist.wrap(cohort, ctx)
     bar = progress_bar(progress and ctx.rank == 0, steps, run.start)
@@ -288,8 +318,21 @@ def run_steps(run: Run, data: Data, members: list[Member], cohort: Cohort, optim
                 run.history.append(record)
                 if ctx.rank == 0:
                     run.seconds = seconds_before + time.perf_counter() - tic
-                    save_state(Path(args.out) / "state", args, cohort, optimizer, scheduler, members, done, run.history,
-                               run.tokens_seen, run.seconds, ctx.world_size, graph.targets, graph.refreshes)  # fmt: skip
+                    save_state(
+                        Path(args.out) / "state",
+                        args,
+                        cohort,
+                        optimizer,
+                        scheduler,
+                        members,
+                        done,
+                        run.history,
+                        run.tokens_seen,
+                        run.seconds,
+                        ctx.world_size,
+                        graph.targets,
+                        graph.refreshes,
+                    )
                 dist.barrier(ctx)
             if bar:
                 dev_acc = max((run.history[-1]["dev"][m.name]["accuracy"] for m in members[1:]), default=None) if run.history else None
@@ -330,8 +373,19 @@ def select_student(members: list[Member], data: Data, args: TrainArgs, ctx: dist
     return results, dist.broadcast_object(selection, ctx)
 
 
-def build_report(args: TrainArgs, data: Data, train_texts: list[str], graph: Graph, run: Run, results: list[dict], selection: dict,
-                 steps: int, backend: str, cohort: Cohort, ctx: dist.Context) -> dict:  # fmt: skip
+def build_report(
+    args: TrainArgs,
+    data: Data,
+    train_texts: list[str],
+    graph: Graph,
+    run: Run,
+    results: list[dict],
+    selection: dict,
+    steps: int,
+    backend: str,
+    cohort: Cohort,
+    ctx: dist.Context,
+) -> dict:
     """7. the report: settings, every labeled example's hash, each member's figures, the
     choice and why, training speed, and the weights' digest on every rank."""
     splits = data.splits
@@ -368,11 +422,17 @@ def build_report(args: TrainArgs, data: Data, train_texts: list[str], graph: Gra
     }
 
 
-def save_run(out: Path, members: list[Member], chosen: int, labels: list[str], teacher_src: Pretrained, args: TrainArgs,
-             report: dict) -> None:  # fmt: skip
+def save_run(
+    out: Path, members: list[Member], chosen: int, labels: list[str], teacher_src: Pretrained, args: TrainArgs, report: dict
+) -> None:
     """7. the chosen student and the teacher as checkpoints, and report.json (each written atomically)."""
     student = members[chosen]
-    provenance = {"teacher": args.teacher, "labeled_sha256": report["data"]["labeled_sha256"], "dev": student.best, "layers": student.layers}
+    provenance = {
+        "teacher": args.teacher,
+        "labeled_sha256": report["data"]["labeled_sha256"],
+        "dev": student.best,
+        "layers": student.layers,
+    }
     save_checkpoint(out / "student", student.model, labels, teacher_src.path, {"provenance": provenance})
     save_checkpoint(out / "teacher", members[0].model, labels, teacher_src.path, {"provenance": {"teacher": args.teacher}})
     atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")

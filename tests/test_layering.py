@@ -46,7 +46,9 @@ def test_nothing_imports_the_cli():
 
 
 def test_the_runtime_imports_nothing_else_of_nanonet():
-    outside = {m: sorted(t for t in targets if part(t) != "nanonet.runtimes") for m, targets in EDGES.items() if part(m) == "nanonet.runtimes"}
+    outside = {
+        m: sorted(t for t in targets if part(t) != "nanonet.runtimes") for m, targets in EDGES.items() if part(m) == "nanonet.runtimes"
+    }
     assert {m: t for m, t in outside.items() if t} == {}
 
 

@@ -12,7 +12,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from blocked_import import BLOCKER, TRAINING_SIDE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +54,9 @@ def fresh_venv(wheel, tmp_path_factory) -> Path:
     done = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    site = Path(subprocess.check_output([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True).strip())
+    site = Path(
+        subprocess.check_output([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True).strip()
+    )
     (site / "zz_runtime_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return python
 

@@ -9,8 +9,15 @@ import sys
 
 # Everything a device does without: torch and the layers above the runtime.
 TRAINING_SIDE = {
-    "torch", "transformers", "safetensors",
-    "nanonet.model", "nanonet.data", "nanonet.train", "nanonet.calibrate", "nanonet.export", "nanonet.cli",
+    "torch",
+    "transformers",
+    "safetensors",
+    "nanonet.model",
+    "nanonet.data",
+    "nanonet.train",
+    "nanonet.calibrate",
+    "nanonet.export",
+    "nanonet.cli",
 }
 
 BLOCKER = """
@@ -27,5 +34,7 @@ def run_without(blocked: set[str], code: str, *args: str) -> subprocess.Complete
     """Run `code` (with sys.argv = ['-c', *args]) with `blocked` modules unimportable."""
     return subprocess.run(
         [sys.executable, "-c", BLOCKER.format(blocked=blocked) + code, *args],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

@@ -1,4 +1,9 @@
-"""Fixtures: tiny random Hugging Face checkpoints the tests write themselves, and sentences."""
+"""Fixtures: tiny random Hugging Face checkpoints the tests write themselves, and sentences.
+
+Nothing here imports torch at module level: the torch-free test modules (the runtime's,
+the data layer's) share this conftest and run in an environment with only the base
+install (.ci/run). The fixtures and helpers that need torch import it themselves, so a
+test that uses one without torch installed fails with torch's ImportError."""
 
 from __future__ import annotations
 
@@ -10,8 +15,6 @@ import pytest
 
 # Tests never use the hub: fail fast instead of waiting on the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-torch = pytest.importorskip("torch")
 
 WORDS = [f"w{i}" for i in range(90)]
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -40,6 +43,8 @@ def write_tokenizer(directory: Path) -> None:
 
 
 def _save(model, directory: Path) -> Path:
+    import torch
+
     # Random init leaves norms at 1/0 and biases at 0: perturb every parameter, so a
     # misplaced norm or a bias fused in the wrong order shows up in parity tests.
     with torch.no_grad():
@@ -51,11 +56,19 @@ def _save(model, directory: Path) -> Path:
 
 
 def _tiny_bert(directory: Path, heads: int) -> Path:
+    import torch
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=6, num_attention_heads=heads,
-                     intermediate_size=64, max_position_embeddings=64, type_vocab_size=2)  # fmt: skip
+    cfg = BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=6,
+        num_attention_heads=heads,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        type_vocab_size=2,
+    )
     return _save(BertModel(cfg).eval(), directory)
 
 
@@ -72,6 +85,7 @@ def tiny_bert_h16_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_distilbert_dir(tmp_path_factory) -> Path:
+    import torch
     from transformers import DistilBertConfig, DistilBertModel
 
     torch.manual_seed(0)
@@ -84,20 +98,33 @@ MODERNBERT_WINDOW = 8  # total window: a local token sees 4 neighbours each side
 
 @pytest.fixture(scope="session")
 def tiny_modernbert_dir(tmp_path_factory) -> Path:
+    import torch
     from transformers import ModernBertConfig, ModernBertModel
 
     torch.manual_seed(0)
     cfg = ModernBertConfig(
-        vocab_size=100, hidden_size=32, num_hidden_layers=6, num_attention_heads=4, intermediate_size=48,
-        max_position_embeddings=128, global_attn_every_n_layers=3, local_attention=MODERNBERT_WINDOW,
-        pad_token_id=0, bos_token_id=2, eos_token_id=3, cls_token_id=2, sep_token_id=3,
-    )  # fmt: skip
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=128,
+        global_attn_every_n_layers=3,
+        local_attention=MODERNBERT_WINDOW,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+        cls_token_id=2,
+        sep_token_id=3,
+    )
     directory = _save(ModernBertModel(cfg).eval(), tmp_path_factory.mktemp("tiny-modernbert"))
     assert json.loads((directory / "config.json").read_text())["model_type"] == "modernbert"
     return directory
 
 
 def random_sequences(lengths: list[int], vocab: int = 100, seed: int = 0) -> list[list[int]]:
+    import torch
+
     g = torch.Generator().manual_seed(seed)
     return [torch.randint(5, vocab, (n,), generator=g).tolist() for n in lengths]
 
@@ -124,3 +151,35 @@ def write_synthetic_data(directory: Path, per_class: dict[str, int], seed: int =
 @pytest.fixture()
 def tiny_data(tmp_path) -> Path:
     return write_synthetic_data(tmp_path / "data", {"train": 40, "dev": 8, "test": 12})
+
+
+def run_interpreted(code: str, *args: str, timeout: int = 600):
+    """Run `code` (with sys.argv = ['-c', *args]) in a child Python under Triton's
+    interpreter, which runs kernels on the CPU; return the JSON value it prints last.
+
+    Triton reads TRITON_INTERPRET when `@triton.jit` decorates a function: when triton
+    itself (its language library is jit functions too) and the kernel module are imported.
+    So the interpreted kernels live in a process of their own, started with the variable
+    set, and this process's environment and its imported kernels stay as they are. The
+    child starts in tests/, so `import test_x` gives it a test module's helpers."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=Path(__file__).parent, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# as the session found it, before any test module was collected (imported)
+TRITON_INTERPRET_AT_START = os.environ.get("TRITON_INTERPRET")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _triton_interpret_stays_scoped():
+    """TRITON_INTERPRET is as the session found it after every test module: interpreted
+    kernels run in a child process (`run_interpreted`), and no module sets it, on import or after."""
+    yield
+    assert os.environ.get("TRITON_INTERPRET") == TRITON_INTERPRET_AT_START, "a test module changed TRITON_INTERPRET for the whole process"

@@ -68,9 +68,17 @@ def test_backend_packed_equals_padded_equals_per_sequence(backend, window):
 
 def _tiny_encoder(family: str, global_every: int, backend: str) -> NanoEncoder:
     torch.manual_seed(1)
-    cfg = EncoderConfig(family=family, vocab_size=100, hidden_size=32, num_heads=4, intermediate_size=48,
-                        layer_types=alternating(4, global_every), local_window=6, max_position_embeddings=64,
-                        type_vocab_size=2 if family == "bert" else 0)  # fmt: skip
+    cfg = EncoderConfig(
+        family=family,
+        vocab_size=100,
+        hidden_size=32,
+        num_heads=4,
+        intermediate_size=48,
+        layer_types=alternating(4, global_every),
+        local_window=6,
+        max_position_embeddings=64,
+        type_vocab_size=2 if family == "bert" else 0,
+    )
     enc = NanoEncoder(cfg, attention=backend).eval()
     with torch.no_grad():
         for p in enc.parameters():
@@ -94,8 +102,16 @@ def test_encoder_packed_batch_equals_each_sequence_alone(family, global_every, b
 def test_local_layer_ignores_tokens_outside_its_window(backend):
     """One local layer, window 6 (3 each side): changing token 20 moves tokens 17..23 only."""
     torch.manual_seed(0)
-    cfg = EncoderConfig(family="modernbert", vocab_size=100, hidden_size=32, num_heads=4, intermediate_size=48,
-                        layer_types=["local"], local_window=6, type_vocab_size=0)  # fmt: skip
+    cfg = EncoderConfig(
+        family="modernbert",
+        vocab_size=100,
+        hidden_size=32,
+        num_heads=4,
+        intermediate_size=48,
+        layer_types=["local"],
+        local_window=6,
+        type_vocab_size=0,
+    )
     enc = NanoEncoder(cfg, attention=backend).eval()
     seq = random_sequences([40])[0]
     changed = list(seq)

@@ -10,7 +10,6 @@ import pytest
 import torch
 from conftest import random_sequences
 
-from nanonet.errors import NanonetError
 from nanonet.model import (
     NanoClassifier,
     is_checkpoint,
@@ -20,6 +19,7 @@ from nanonet.model import (
     pack_sequences,
     save_checkpoint,
 )
+from nanonet.runtimes.errors import NanonetError
 
 LABELS = ["World", "Sports", "Business", "Sci/Tech"]
 

@@ -1,4 +1,7 @@
-"""Reading data, the label-scarce draw, tokenization and token-budget batches."""
+"""Reading data, the label-scarce draw, tokenization and token-budget batches.
+
+Torch-free: .ci/run runs this module in an environment with only the base install too
+(no torch, no pyarrow), where the Parquet tests skip and the missing-pyarrow error runs."""
 
 from __future__ import annotations
 
@@ -7,12 +10,13 @@ import json
 
 import numpy as np
 import pytest
+from blocked_import import run_without
 from conftest import write_tokenizer
 
 from nanonet.data.splits import label_scarce, load_tables
 from nanonet.data.tables import read_table
 from nanonet.data.tokens import BatchStream, budget_batches, padding_share, tokenize
-from nanonet.errors import NanonetError
+from nanonet.runtimes.errors import NanonetError
 
 ROWS = [{"text": f"text number {i}", "label": "ab"[i % 2]} for i in range(10)]
 
@@ -35,6 +39,8 @@ def _write(path, rows, kind):
 
 @pytest.mark.parametrize("kind", ["jsonl", "csv", "tsv", "parquet"])
 def test_every_format_reads_the_same(tmp_path, kind):
+    if kind == "parquet":
+        pytest.importorskip("pyarrow")  # the train extra brings it; the base install does not
     table = read_table(_write(tmp_path / f"d.{kind}", ROWS, kind))
     assert table.texts == [r["text"] for r in ROWS] and table.labels == [r["label"] for r in ROWS]
 
@@ -70,11 +76,26 @@ def test_unreadable_files(tmp_path):
     (tmp_path / "bin.jsonl").write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(NanonetError, match="bin.jsonl: not UTF-8"):
         read_table(tmp_path / "bin.jsonl")
+    with pytest.raises(NanonetError, match="unknown file type"):
+        read_table(_write(tmp_path / "d.xml", ROWS, "jsonl"))
+
+
+def test_corrupt_parquet_file(tmp_path):
+    pytest.importorskip("pyarrow")
     (tmp_path / "x.parquet").write_bytes(b"not parquet")
     with pytest.raises(NanonetError, match="x.parquet: not a readable Parquet file"):
         read_table(tmp_path / "x.parquet")
-    with pytest.raises(NanonetError, match="unknown file type"):
-        read_table(_write(tmp_path / "d.xml", ROWS, "jsonl"))
+
+
+def test_parquet_without_pyarrow_names_the_install(tmp_path):
+    (tmp_path / "x.parquet").write_bytes(b"PAR1")
+    code = (
+        "import sys\nfrom nanonet.data.tables import read_table\nfrom nanonet.runtimes.errors import NanonetError\n"
+        "try:\n    read_table(sys.argv[1])\nexcept NanonetError as e:\n    print(e)\n"
+    )
+    done = run_without({"pyarrow"}, code, str(tmp_path / "x.parquet"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{tmp_path / 'x.parquet'}: reading Parquet needs pyarrow (pip install 'nanonet[train]')"
 
 
 def test_draw_is_exactly_n_per_class_and_seeded(tiny_data):

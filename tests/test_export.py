@@ -9,22 +9,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
+from blocked_import import TRAINING_SIDE, run_without
 from conftest import MODERNBERT_WINDOW, WORDS
 
-from blocked_import import run_without
-from export.bundle import export_bundle
-from export.onnx_export import TOLERANCE, verification_inputs
-from nanonet.errors import NanonetError
-from nanonet.model.checkpoint import load_checkpoint, make_student, save_checkpoint
-from nanonet.model.encoder import NanoClassifier
-from nanonet.model.hf import load_pretrained
-from nanonet.model.packing import pack_sequences
-import runtimes
+from nanonet import runtimes
+from nanonet.runtimes.errors import NanonetError
 
+# before the imports that need them, so that a missing extra skips the module
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
+
+from nanonet.export.bundle import export_bundle  # noqa: E402
+from nanonet.export.onnx_export import TOLERANCE, verification_inputs  # noqa: E402
+from nanonet.model.checkpoint import load_checkpoint, make_student, save_checkpoint  # noqa: E402
+from nanonet.model.encoder import NanoClassifier  # noqa: E402
+from nanonet.model.hf import load_pretrained  # noqa: E402
+from nanonet.model.packing import pack_sequences  # noqa: E402
 
 LABELS = ["alpha", "beta", "gamma"]
 TEXTS = [" ".join(WORDS[i : i + n]) for i, n in ((0, 3), (10, 40), (5, 1), (30, 17), (2, 25), (60, 9))]
@@ -117,7 +118,7 @@ def test_legacy_route_also_verifies(tiny_bert_dir, tmp_path):
 
 def test_failed_verification_writes_nothing(tiny_bert_dir, tmp_path, monkeypatch):
     ckpt = _checkpoint(tiny_bert_dir, tmp_path / "ckpt", [0, 1])
-    monkeypatch.setattr("export.onnx_export.TOLERANCE", -1.0)  # nothing can pass
+    monkeypatch.setattr("nanonet.export.onnx_export.TOLERANCE", -1.0)  # nothing can pass
     with pytest.raises(NanonetError, match="max abs logit diff .* nothing was written"):
         export_bundle(ckpt, tmp_path / "bundle", max_length=48)
     assert not (tmp_path / "bundle").exists()
@@ -132,11 +133,14 @@ def test_runtime_truncates_and_counts(bert_bundle):
     assert clf.stats.truncated - before == 1
 
 
-@pytest.mark.parametrize("texts, message", [
-    (["w1", ""], r"texts\[1\]: empty text"),
-    (["w1", 3], r"texts\[1\]: expected a string, got int"),
-    ("w1 w2", "got one string"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "texts, message",
+    [
+        (["w1", ""], r"texts\[1\]: empty text"),
+        (["w1", 3], r"texts\[1\]: expected a string, got int"),
+        ("w1 w2", "got one string"),
+    ],
+)
 def test_runtime_rejects_bad_texts(bert_bundle, texts, message):
     with pytest.raises(NanonetError, match=message):
         runtimes.load(bert_bundle[1]).predict(texts)
@@ -173,10 +177,11 @@ def test_unknown_version_is_refused(bert_bundle, tmp_path):
 
 def test_runtime_runs_with_torch_blocked(bert_bundle):
     code = (
-        "import sys, runtimes; clf = runtimes.load(sys.argv[1]); p = clf.predict(['w1 w2 w3', 'w40'])\n"
-        "assert 'torch' not in sys.modules and 'nanonet' not in sys.modules; print(p[0].label, len(p))"
+        "import sys; from nanonet import runtimes; clf = runtimes.load(sys.argv[1]); p = clf.predict(['w1 w2 w3', 'w40'])\n"
+        "assert not any(m == 'torch' or m.startswith(('torch.', 'nanonet.model', 'nanonet.export')) for m in sys.modules)\n"
+        "print(p[0].label, len(p))"
     )
-    done = run_without({"torch", "transformers", "safetensors", "nanonet", "export", "calibrate"}, code, str(bert_bundle[1]))
+    done = run_without(TRAINING_SIDE, code, str(bert_bundle[1]))
     assert done.returncode == 0, done.stderr
     label, n = done.stdout.split()
     assert label in LABELS and n == "2"
@@ -217,12 +222,15 @@ def test_cli_predict_and_bench_json(bert_bundle, tmp_path):
     assert result["bundle_mb"] > 0 and result["peak_rss_mb"] > 0
 
 
-@pytest.mark.parametrize("args, message", [
-    (["predict", "{missing}", "hello"], "not a bundle directory"),
-    (["predict", "{bundle}"], "give texts as arguments or --input FILE"),
-    (["bench", "{bundle}", "--data", "{bundle}/manifest.json", "--batch-sizes", "0"], "--batch-sizes"),
-    (["export", "{missing}", "--out", "{tmp}/b"], "no such checkpoint directory"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["predict", "{missing}", "hello"], "not a bundle directory"),
+        (["predict", "{bundle}"], "give texts as arguments or --input FILE"),
+        (["bench", "{bundle}", "--data", "{bundle}/manifest.json", "--batch-sizes", "0"], "--batch-sizes"),
+        (["export", "{missing}", "--out", "{tmp}/b"], "no such checkpoint directory"),
+    ],
+)
 def test_cli_errors_are_one_line(bert_bundle, tmp_path, args, message):
     fill = {"missing": str(tmp_path / "nope"), "bundle": str(bert_bundle[1]), "tmp": str(tmp_path)}
     done = _cli(*(a.format(**fill) for a in args))

@@ -57,9 +57,8 @@ def test_tiny_bert_family_matches_transformers(request, fixture, hf_class):
 
 @pytest.mark.parametrize("backend", ["sdpa", "reference"])
 def test_modernbert_matches_transformers(tiny_modernbert_dir, backend):
-    from transformers import ModernBertModel
-
     from conftest import MODERNBERT_WINDOW
+    from transformers import ModernBertModel
 
     hf = ModernBertModel.from_pretrained(tiny_modernbert_dir, attn_implementation="eager").eval()
     teacher = load_pretrained(str(tiny_modernbert_dir))

@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import random_sequences
 
-from nanonet.errors import NanonetError
 from nanonet.model import load_pretrained, make_student, pack_sequences
+from nanonet.runtimes.errors import NanonetError
 
 
 def test_student_0_2_4_holds_exactly_those_layers(tiny_bert_dir):

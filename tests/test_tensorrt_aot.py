@@ -19,24 +19,28 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_interpreted
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 CUDA = torch.cuda.is_available()
-if not CUDA:
-    os.environ["TRITON_INTERPRET"] = "1"  # before triton and the kernel module are imported: run kernels on the CPU
 pytest.importorskip("triton")
 
-from export.tensorrt.aot import AotKernel, check_launchable, drop_unused_params, entry_params, launch_grid  # noqa: E402
-from export.tensorrt.triton_varlen import varlen_attention_aot  # noqa: E402
-from export.tensorrt.varlen_op import reference  # noqa: E402
+# aot.py imports Triton only inside its compile function; the kernel runs in Triton's
+# interpreter in a child process (conftest.run_interpreted), this process keeps its environment
+from nanonet.export.tensorrt.aot import AotKernel, check_launchable, drop_unused_params, entry_params, launch_grid  # noqa: E402
+from nanonet.export.tensorrt.varlen_op import reference  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+AOT_WINDOWS = [-1, 3]
 
 
-@pytest.mark.skipif(CUDA, reason="runs in Triton's interpreter")
-@pytest.mark.parametrize("window", [-1, 3])
-def test_aot_kernel_launched_as_tensorrt_does_matches_reference(window):
+def _launch_as_tensorrt_does(window: int) -> dict:
+    """The AOT kernel launched as TensorRT launches it (the plugin's buffers in order, no
+    scalar arguments, the plugin's grid): its grid, whether every output row was written,
+    and the max difference from the reference."""
+    from nanonet.export.tensorrt.triton_varlen import varlen_attention_aot
+
     heads, head_size, lengths, block = 2, 16, [1, 19, 6, 33], 16
     g = torch.Generator().manual_seed(7 + window)
     T = sum(lengths)
@@ -46,19 +50,55 @@ def test_aot_kernel_launched_as_tensorrt_does_matches_reference(window):
     out = torch.full((T, heads * head_size), float("nan"))
     scale = head_size**-0.5
     grid = launch_grid(max_seqlen.shape[0], cu.shape[0] - 1, heads, block)
-    assert grid == (3, 4, 2)
-    varlen_attention_aot[grid](qkv, cu, max_seqlen, out, SCALE=scale, WINDOW=window, HIDDEN=heads * head_size, HEAD=head_size,
-                               BLOCK_M=block, BLOCK_N=block, WINDOWED=window >= 0, IEEE=True)  # fmt: skip
+    varlen_attention_aot[grid](
+        qkv,
+        cu,
+        max_seqlen,
+        out,
+        SCALE=scale,
+        WINDOW=window,
+        HIDDEN=heads * head_size,
+        HEAD=head_size,
+        BLOCK_M=block,
+        BLOCK_N=block,
+        WINDOWED=window >= 0,
+        IEEE=True,
+    )
     ref = reference(qkv.numpy(), cu.numpy(), heads, head_size, scale, window)
-    assert not torch.isnan(out).any()  # every output row written
-    assert np.abs(out.numpy() - ref).max() <= 1e-5
+    return {
+        "grid": list(grid),
+        "kernel": type(varlen_attention_aot).__name__,
+        "unwritten": bool(torch.isnan(out).any()),
+        "max_diff": float(np.abs(out.numpy() - ref).max()),
+    }
+
+
+_INTERPRETED = r"""
+import json
+import test_tensorrt_aot as t
+print(json.dumps({str(w): t._launch_as_tensorrt_does(w) for w in t.AOT_WINDOWS}))
+"""
+
+
+@pytest.fixture(scope="module")
+def interpreted() -> dict:
+    return run_interpreted(_INTERPRETED)
+
+
+@pytest.mark.skipif(CUDA, reason="runs in Triton's interpreter")
+@pytest.mark.parametrize("window", AOT_WINDOWS)
+def test_aot_kernel_launched_as_tensorrt_does_matches_reference(interpreted, window):
+    run = interpreted[str(window)]
+    assert run["kernel"] == "InterpretedFunction" and run["grid"] == [3, 4, 2]
+    assert not run["unwritten"]  # every output row written
+    assert run["max_diff"] <= 1e-5
 
 
 _COMPILE = r"""
 import json, os, subprocess, sys, tempfile
 from triton.backends.compiler import GPUTarget
 from triton.backends.nvidia.compiler import get_ptxas
-from export.tensorrt.aot import compile_varlen_attention, entry_params
+from nanonet.export.tensorrt.aot import compile_varlen_attention, entry_params
 rows = []
 for arch, dtype, head_size, window, ptx_version in json.loads(sys.argv[1]):
     k = compile_varlen_attention(dtype, 384 // head_size, head_size, head_size ** -0.5, window, target=GPUTarget("cuda", arch, 32),
@@ -74,8 +114,14 @@ print(json.dumps(rows))
 # (sm, dtype, head size, window, highest PTX ISA): Ampere, Jetson Orin (sm_87) and Hopper,
 # every dtype and head size once, global and local layers, a PTX ISA capped for an older
 # driver, and float32 with heads of 128, which only fits smaller tiles
-CASES = [(80, "float16", 64, -1, None), (87, "float16", 32, 64, 80), (87, "bfloat16", 128, -1, None), (90, "bfloat16", 64, 64, None),
-         (90, "float16", 128, 64, 85), (87, "float32", 128, -1, None)]  # fmt: skip
+CASES = [
+    (80, "float16", 64, -1, None),
+    (87, "float16", 32, 64, 80),
+    (87, "bfloat16", 128, -1, None),
+    (90, "bfloat16", 64, 64, None),
+    (90, "float16", 128, 64, 85),
+    (87, "float32", 128, -1, None),
+]
 
 
 @pytest.fixture(scope="module")
@@ -119,19 +165,37 @@ def test_a_kernel_over_the_plain_launch_shared_memory_is_refused():
 
 def test_the_builder_sets_the_plugin_choice_on_every_attention_node(tmp_path):
     pytest.importorskip("onnxscript")
-    from export.tensorrt.engine import network_graph
-    from export.tensorrt.varlen_op import OP_TYPE, TRT_DOMAIN, register_schema
+    from nanonet.export.tensorrt.engine import network_graph
+    from nanonet.export.tensorrt.varlen_op import OP_TYPE, TRT_DOMAIN, register_schema
 
     register_schema()
-    node = onnx.helper.make_node(OP_TYPE, ["qkv", "cu", "ms"], ["y"], domain=TRT_DOMAIN, num_heads=2, head_size=16, scale=0.25,
-                                 window=-1, plugin_namespace="nanonet", plugin_version="1", aot=1)  # fmt: skip
-    graph = onnx.helper.make_graph([node], "g", [onnx.helper.make_tensor_value_info("qkv", onnx.TensorProto.FLOAT, ["T", 96]),
-                                                 onnx.helper.make_tensor_value_info("cu", onnx.TensorProto.INT32, ["B1"]),
-                                                 onnx.helper.make_tensor_value_info("ms", onnx.TensorProto.INT32, ["S"])],
-                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["T", 32])])  # fmt: skip
+    node = onnx.helper.make_node(
+        OP_TYPE,
+        ["qkv", "cu", "ms"],
+        ["y"],
+        domain=TRT_DOMAIN,
+        num_heads=2,
+        head_size=16,
+        scale=0.25,
+        window=-1,
+        plugin_namespace="nanonet",
+        plugin_version="1",
+        aot=1,
+    )
+    graph = onnx.helper.make_graph(
+        [node],
+        "g",
+        [
+            onnx.helper.make_tensor_value_info("qkv", onnx.TensorProto.FLOAT, ["T", 96]),
+            onnx.helper.make_tensor_value_info("cu", onnx.TensorProto.INT32, ["B1"]),
+            onnx.helper.make_tensor_value_info("ms", onnx.TensorProto.INT32, ["S"]),
+        ],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["T", 32])],
+    )
     path = tmp_path / "m.onnx"
-    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18), onnx.helper.make_opsetid(TRT_DOMAIN, 1)]),
-              str(path))  # fmt: skip
+    onnx.save(
+        onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18), onnx.helper.make_opsetid(TRT_DOMAIN, 1)]), str(path)
+    )
     for choice, flag in (("aot", 1), ("jit", 0)):
         m = onnx.load_from_string(network_graph(path, choice, "fp32"))
         onnx.checker.check_model(m)
@@ -140,16 +204,17 @@ def test_the_builder_sets_the_plugin_choice_on_every_attention_node(tmp_path):
 
 
 def test_cli_refuses_an_unknown_plugin_in_one_line(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "nanonet", "engine", str(tmp_path), "--plugin", "cuda"], cwd=ROOT, capture_output=True,
-                       text=True)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "nanonet", "engine", str(tmp_path), "--plugin", "cuda"], cwd=ROOT, capture_output=True, text=True
+    )
     assert r.returncode != 0 and "--plugin: must be one of aot, jit, got 'cuda'" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_an_aot_build_refuses_heads_without_a_kernel(tmp_path):
-    from export.tensorrt.engine import AOT_HEAD_SIZES, network_graph
-    from export.tensorrt.triton_varlen import HEAD_SIZES
-    from export.tensorrt.varlen_op import OP_TYPE, TRT_DOMAIN
-    from nanonet.errors import NanonetError
+    from nanonet.export.tensorrt.engine import AOT_HEAD_SIZES, network_graph
+    from nanonet.export.tensorrt.triton_varlen import HEAD_SIZES
+    from nanonet.export.tensorrt.varlen_op import OP_TYPE, TRT_DOMAIN
+    from nanonet.runtimes.errors import NanonetError
 
     assert AOT_HEAD_SIZES == HEAD_SIZES
     node = onnx.helper.make_node(OP_TYPE, ["qkv", "cu", "ms"], ["y"], domain=TRT_DOMAIN, num_heads=4, head_size=8, scale=0.35, window=-1)

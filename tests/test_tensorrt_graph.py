@@ -12,24 +12,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import MODERNBERT_WINDOW
 
-from nanonet.errors import NanonetError
-from nanonet.model.checkpoint import make_student, save_checkpoint
-from nanonet.model.encoder import NanoClassifier
-from nanonet.model.hf import load_pretrained
-from nanonet.model.packing import pack_sequences
-from runtimes.tensorrt import check_cu_seqlens, pack
+from nanonet.runtimes.errors import NanonetError
+from nanonet.runtimes.tensorrt import check_cu_seqlens, pack
 
+# before the imports that need them, so that a missing extra skips the module
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 pytest.importorskip("onnxruntime_extensions")
 
-from export.tensorrt.packed import example_inputs, export_packed  # noqa: E402
-from export.tensorrt.varlen_op import OP_TYPE, PLUGIN_NAMESPACE, PLUGIN_VERSION, TRT_DOMAIN, register_schema  # noqa: E402
-from export.tensorrt.verify import packed_session  # noqa: E402
+from nanonet.export.tensorrt.packed import example_inputs, export_packed  # noqa: E402
+from nanonet.export.tensorrt.varlen_op import OP_TYPE, PLUGIN_NAMESPACE, PLUGIN_VERSION, TRT_DOMAIN, register_schema  # noqa: E402
+from nanonet.export.tensorrt.verify import packed_session  # noqa: E402
+from nanonet.model.checkpoint import make_student, save_checkpoint  # noqa: E402
+from nanonet.model.encoder import NanoClassifier  # noqa: E402
+from nanonet.model.hf import load_pretrained  # noqa: E402
+from nanonet.model.packing import pack_sequences  # noqa: E402
 
 
 def _model(source: Path, layers=None, **attention) -> NanoClassifier:
@@ -101,7 +101,7 @@ def test_attention_expanded_to_standard_ops_runs_like_the_plugin(which, request)
     """What the int8 calibration of the packed graph runs on (no custom op, no torch)."""
     import onnxruntime as ort
 
-    from calibrate.packed import ATTENTION_OP, collapse_attention, expand_attention
+    from nanonet.calibrate.packed import ATTENTION_OP, collapse_attention, expand_attention
 
     model, path, _ = request.getfixturevalue(which)
     assert ATTENTION_OP == OP_TYPE
@@ -121,8 +121,8 @@ def test_attention_expanded_to_standard_ops_runs_like_the_plugin(which, request)
 
 
 def test_native_attention_is_chosen_from_tensorrt_11_1_and_int8_needs_a_quantized_graph(bert_packed):
-    from export.tensorrt.engine import network_graph
-    from export.tensorrt.native_attention import native_attention_available
+    from nanonet.export.tensorrt.engine import network_graph
+    from nanonet.export.tensorrt.native_attention import native_attention_available
 
     assert [native_attention_available(v) for v in ("10.14.1", "11.0.0", "11.1.0", "12.0")] == [False, False, True, True]
     _, path, _ = bert_packed
@@ -139,14 +139,22 @@ def _register_native_reference() -> None:
     global _NATIVE_REFERENCE
     from onnxruntime_extensions import PyCustomOpDef, onnx_op
 
-    from export.tensorrt.varlen_op import reference
+    from nanonet.export.tensorrt.varlen_op import reference
 
     if _NATIVE_REFERENCE:
         return
 
-    @onnx_op(op_type="TRT_Attention", inputs=[PyCustomOpDef.dt_float] * 3 + [PyCustomOpDef.dt_int32], outputs=[PyCustomOpDef.dt_float],
-             attrs={"query_form": PyCustomOpDef.dt_string, "kv_form": PyCustomOpDef.dt_string, "scale": PyCustomOpDef.dt_float,
-                    "is_causal": PyCustomOpDef.dt_int64})  # fmt: skip
+    @onnx_op(
+        op_type="TRT_Attention",
+        inputs=[PyCustomOpDef.dt_float] * 3 + [PyCustomOpDef.dt_int32],
+        outputs=[PyCustomOpDef.dt_float],
+        attrs={
+            "query_form": PyCustomOpDef.dt_string,
+            "kv_form": PyCustomOpDef.dt_string,
+            "scale": PyCustomOpDef.dt_float,
+            "is_causal": PyCustomOpDef.dt_int64,
+        },
+    )
     def _native(q, k, v, lengths, **attrs):
         T, nh, hs = q.shape
         qkv = np.concatenate([q.reshape(T, -1), k.reshape(T, -1), v.reshape(T, -1)], axis=1)
@@ -162,9 +170,9 @@ def test_global_layers_on_tensorrt_native_packed_attention(which, request):
     reference for the native layer, still gives the torch student's logits."""
     import onnxruntime as ort
 
-    from export.tensorrt.engine import network_graph
-    from export.tensorrt.native_attention import NATIVE_DOMAIN, NATIVE_OP
-    from export.tensorrt.varlen_op import ORT_DOMAIN, for_onnxruntime, register_ort_reference
+    from nanonet.export.tensorrt.engine import network_graph
+    from nanonet.export.tensorrt.native_attention import NATIVE_DOMAIN, NATIVE_OP
+    from nanonet.export.tensorrt.varlen_op import ORT_DOMAIN, for_onnxruntime, register_ort_reference
 
     model, path, _ = request.getfixturevalue(which)
     g = onnx.load_from_string(network_graph(path, "jit", "fp32", native=True))
@@ -203,7 +211,7 @@ def test_global_layers_on_tensorrt_native_packed_attention(which, request):
 
 @pytest.mark.parametrize("which", ["bert_packed", "modernbert_packed"])
 def test_float16_graph_for_a_strongly_typed_engine(which, request, tmp_path):
-    from export.tensorrt.engine import network_graph
+    from nanonet.export.tensorrt.engine import network_graph
 
     model, path, _ = request.getfixturevalue(which)
     register_schema()
@@ -233,13 +241,16 @@ def test_float16_graph_for_a_strongly_typed_engine(which, request, tmp_path):
         assert (got.argmax(-1) == ref.argmax(-1)).all()
 
 
-@pytest.mark.parametrize("cu, tokens, message", [
-    ([0, 3, 2, 5], 5, "must increase at every step"),
-    ([1, 3, 5], 5, "must start at 0"),
-    ([0, 3, 5], 6, "ends at 5, but the batch has 6 tokens"),
-    ([0, 3, 3, 5], 5, "must increase"),
-    ([0, 300, 301], 301, "exceeds the engine's profile"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "cu, tokens, message",
+    [
+        ([0, 3, 2, 5], 5, "must increase at every step"),
+        ([1, 3, 5], 5, "must start at 0"),
+        ([0, 3, 5], 6, "ends at 5, but the batch has 6 tokens"),
+        ([0, 3, 3, 5], 5, "must increase"),
+        ([0, 300, 301], 301, "exceeds the engine's profile"),
+    ],
+)
 def test_bad_cu_seqlens_are_refused_before_any_kernel(cu, tokens, message):
     with pytest.raises(NanonetError, match=message):
         check_cu_seqlens(np.array(cu, dtype=np.int32), tokens, max_seqlen=256)
@@ -258,14 +269,17 @@ def test_pack_removes_padding():
 
 
 def test_export_trt_without_tensorrt_writes_the_graph_and_prints_the_engine_command(tiny_bert_dir, tmp_path):
-    pytest.importorskip("onnxruntime_extensions")
     if __import__("importlib").util.find_spec("tensorrt") is not None:
         pytest.skip("TensorRT is installed here: export --trt builds the engine")
     model = _model(tiny_bert_dir, [0, 1], global_every=2, local_window=6)
     src = load_pretrained(str(tiny_bert_dir))
     save_checkpoint(tmp_path / "ckpt", model, ["a", "b", "c"], src.path)
-    done = subprocess.run([sys.executable, "-m", "nanonet", "export", str(tmp_path / "ckpt"), "--out", str(tmp_path / "b"),
-                           "--trt", "--max-length", "48"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "nanonet", "export", str(tmp_path / "ckpt"), "--out", str(tmp_path / "b"), "--trt", "--max-length", "48"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr
     assert "model.trt.onnx" in done.stderr and f"nanonet engine {tmp_path / 'b'}" in done.stderr.replace("\n", " ")
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
@@ -277,7 +291,7 @@ def test_export_trt_without_tensorrt_writes_the_graph_and_prints_the_engine_comm
 
 def _trt_bundle(teacher_dir: Path, tmp_path: Path) -> Path:
     """A two-layer student (one global, one local layer, heads of 16) exported with --trt."""
-    from export.bundle import export_bundle
+    from nanonet.export.bundle import export_bundle
 
     model = _model(teacher_dir, [0, 1], global_every=2, local_window=6)
     save_checkpoint(tmp_path / "ckpt", model, ["a", "b", "c"], load_pretrained(str(teacher_dir)).path)
@@ -286,7 +300,7 @@ def _trt_bundle(teacher_dir: Path, tmp_path: Path) -> Path:
 
 
 def _trt_vs_ort(bundle: Path) -> float:
-    import runtimes
+    from nanonet import runtimes
 
     texts = ["w1 w2 w3", "w10 " * 30, "w5"]
     trt_probs = runtimes.load(bundle, backend="tensorrt").predict_proba(texts)
@@ -298,8 +312,8 @@ def _trt_vs_ort(bundle: Path) -> float:
 def test_engine_builds_and_matches_torch(plugin, tiny_bert_h16_dir, tmp_path):
     pytest.importorskip("tensorrt")
     pytest.importorskip("cuda")
-    import runtimes
-    from export.tensorrt.build import build_bundle_engine
+    from nanonet import runtimes
+    from nanonet.export.tensorrt.build import build_bundle_engine
 
     bundle = _trt_bundle(tiny_bert_h16_dir, tmp_path)
     result = build_bundle_engine(bundle, max_tokens=512, opt_tokens=128, max_batch=16, plugin=plugin)
@@ -316,13 +330,15 @@ def test_engine_builds_and_matches_torch(plugin, tiny_bert_h16_dir, tmp_path):
 def test_int8_engine_from_a_tensorrt_qdq_bundle(tiny_bert_h16_dir, tmp_path):
     pytest.importorskip("tensorrt")
     pytest.importorskip("cuda")
-    from calibrate.quantize import quantize_bundle
     from conftest import write_synthetic_data
-    from export.tensorrt.build import build_bundle_engine
+
+    from nanonet.calibrate.quantize import quantize_bundle
+    from nanonet.export.tensorrt.build import build_bundle_engine
 
     bundle = _trt_bundle(tiny_bert_h16_dir, tmp_path)
     data = write_synthetic_data(tmp_path / "data", {"train": 60})
-    quantize_bundle(bundle, tmp_path / "q", data / "train.jsonl", method="static", target="tensorrt", samples=60, say=lambda m: None,
-                    min_agreement=0.5)  # fmt: skip
+    quantize_bundle(
+        bundle, tmp_path / "q", data / "train.jsonl", method="static", target="tensorrt", samples=60, say=lambda m: None, min_agreement=0.5
+    )
     assert build_bundle_engine(tmp_path / "q", max_tokens=512, opt_tokens=128, max_batch=16)["precision"] == "int8"
     assert _trt_vs_ort(tmp_path / "q") < 0.1  # the same Q/DQ: TensorRT's int8 kernels vs ONNX Runtime's

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from calibrate.data import sample_texts
-from runtimes.errors import NanonetError
-from runtimes.texts import iter_records
+from nanonet.calibrate.data import sample_texts
+from nanonet.runtimes.errors import NanonetError
+from nanonet.runtimes.texts import iter_records
 
 
 def test_csv_quoted_newlines_and_bad_rows(tmp_path):
@@ -38,10 +38,13 @@ def test_jsonl_non_string_text(tmp_path):
     assert recs[0].error == "text is int, not a string" and recs[1].error == "not a JSON object" and recs[2].text == "ok"
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("in.csv", "a,b\n1,2\n", "no column 'text' in the header"),
-    ("in.xml", "<x/>", "unknown file type '.xml'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("in.csv", "a,b\n1,2\n", "no column 'text' in the header"),
+        ("in.xml", "<x/>", "unknown file type '.xml'"),
+    ],
+)
 def test_file_level_errors(tmp_path, name, content, message):
     f = tmp_path / name
     f.write_text(content)

@@ -1,4 +1,6 @@
-"""The slower test: a short NanoNet run on a slice of real ag_news with the default teacher."""
+"""The slower test: NanoNet on the repository's ag_news sample (data/ag_news_sample: 600
+train and 200 test texts, 4 classes) with the real default teacher, against the same
+student trained on the labels alone, then the chosen student exported and run."""
 
 from __future__ import annotations
 
@@ -9,53 +11,83 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from nanonet.model import load_checkpoint
-from nanonet.train import TrainArgs, train
+from nanonet.model import load_checkpoint, pack_sequences  # noqa: E402
+from nanonet.train import TrainArgs, train  # noqa: E402
 
-AG_NEWS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ag_news"
+DATA = Path(__file__).resolve().parents[1] / "data" / "ag_news_sample"
+
+# 10 labels per class drawn from train (plus 10 per class held out as dev), the other 520
+# train texts unlabeled; a short run: 40 steps of about 20 texts each, texts cut at 64 tokens
+SHORT = dict(labels_per_class=10, seed=1, steps=40, eval_every=20, max_length=64, labeled_tokens=1024, unlabeled_tokens=1024, threads=2)
+# bench/label_scarce.py's "student 0,2,4, supervised only" row: one student, no unlabeled text
+SUPERVISED = dict(
+    students=1,
+    student_layers=[[0, 2, 4]],
+    kd_weight=0.0,
+    mutual_weight=0.0,
+    self_train_weight=0.0,
+    graph_weight=0.0,
+    student_graph_weight=0.0,
+    teacher_warmup_steps=0,
+)
 
 
-def _slice(source: Path, target: Path, per_class: dict[str, int]) -> Path:
-    target.mkdir(parents=True)
-    for split, n in per_class.items():
-        seen: dict[str, int] = {}
-        rows = []
-        for line in (source / f"{'test' if split == 'test' else 'train'}.jsonl").read_text().splitlines():
-            row = json.loads(line)
-            offset = 1000 if split == "dev" else 0  # dev rows come from further down train
-            seen[row["label"]] = seen.get(row["label"], 0) + 1
-            if offset < seen[row["label"]] <= offset + n:
-                rows.append(line)
-        (target / f"{split}.jsonl").write_text("\n".join(rows) + "\n")
-    return target
+def _right(ckpt_dir: Path, rows: list[dict], max_length: int) -> list[bool]:
+    """Whether the checkpoint classifies each row correctly, computed here from its files."""
+    from tokenizers import Tokenizer
+
+    ckpt = load_checkpoint(ckpt_dir)
+    tok = Tokenizer.from_file(str(ckpt_dir / "tokenizer.json"))
+    tok.no_padding()  # the teacher's tokenizer.json pads to a fixed length; the model takes real tokens only
+    tok.enable_truncation(max_length)
+    with torch.no_grad():
+        pred = ckpt.model.eval()(pack_sequences([e.ids for e in tok.encode_batch([r["text"] for r in rows])])).argmax(-1).tolist()
+    return [ckpt.labels[p] == r["label"] for p, r in zip(pred, rows)]
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not AG_NEWS.is_dir(), reason="needs ../shared/data/ag_news")
-def test_student_beats_chance_on_real_ag_news(tmp_path, monkeypatch):
+def test_nanonet_student_beats_the_supervised_student_on_the_ag_news_sample(tmp_path, monkeypatch):
     monkeypatch.setattr("nanonet.data.tokens.CACHE_DIR", tmp_path / "cache")
-    data = _slice(AG_NEWS, tmp_path / "ag_news", {"train": 60, "dev": 10, "test": 50})
-    args = TrainArgs(data=str(data), out=str(tmp_path / "run"), labels_per_class=10, seed=1, steps=20, eval_every=10,
-                     teacher_warmup_steps=6, unlabeled_tokens=1024, labeled_tokens=1024, max_length=48)  # fmt: skip
-    report = train(args, progress=False)
-    chosen = report["students"][report["chosen_student"]]
-    assert report["data"]["test"] == 200 and report["data"]["labeled"] == 40
-    print(f"chosen student test accuracy {chosen['test']['accuracy']:.3f} in {report['training']['seconds']:.0f}s")
-    assert chosen["test"]["accuracy"] >= 0.6, chosen  # chance is 0.25
+    threads = torch.get_num_threads()  # train() sets torch's thread count for the process
+    try:
+        # measured (2-core CPU): NanoNet 107 s, chosen student (0,2,4) 0.835; supervised 36 s, 0.790
+        nanonet = train(TrainArgs(data=str(DATA), out=str(tmp_path / "run"), teacher_warmup_steps=4, **SHORT), progress=False)
+        supervised = train(TrainArgs(data=str(DATA), out=str(tmp_path / "supervised"), **SHORT, **SUPERVISED), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert nanonet["data"]["test"] == supervised["data"]["test"] == 200
+    assert nanonet["data"]["labeled"] == supervised["data"]["labeled"] == 40
+    assert nanonet["data"]["labeled_sha256"] == supervised["data"]["labeled_sha256"]  # the same 40 labels
+    assert nanonet["training"]["steps"] == supervised["training"]["steps"] == 40
+    chosen = nanonet["students"][nanonet["chosen_student"]]
+    baseline = supervised["students"][0]
+    assert baseline["layers"] == [0, 2, 4] and supervised["data"]["propagation"] is None
+    print(f"test accuracy: NanoNet chosen student {chosen['test']['accuracy']:.3f}, supervised student {baseline['test']['accuracy']:.3f}")
+
+    # both figures are the saved checkpoints' own; the margin is counted text by text: the
+    # texts only the NanoNet student gets right against those only the supervised one does
+    # (measured 12 against 3, a one-sided sign test p of 0.018: not test-set noise). The
+    # margin is this seed's: seed 2 at this budget measured 0.820 against 0.815, a tie
+    rows = [json.loads(line) for line in (DATA / "test.jsonl").read_text().splitlines()]
+    ours, theirs = _right(tmp_path / "run" / "student", rows, 64), _right(tmp_path / "supervised" / "student", rows, 64)
+    assert chosen["test"]["accuracy"] == pytest.approx(sum(ours) / len(rows), abs=1e-9)
+    assert baseline["test"]["accuracy"] == pytest.approx(sum(theirs) / len(rows), abs=1e-9)
+    only_ours = sum(a and not b for a, b in zip(ours, theirs))
+    only_theirs = sum(b and not a for a, b in zip(ours, theirs))
+    assert only_ours - only_theirs >= 4, (only_ours, only_theirs)  # at least 2 points (measured 4.5) above the supervised student
     assert load_checkpoint(tmp_path / "run" / "student").model.config.num_layers == 3
 
     # the trained student exports, verifies, and the torch-free runtime predicts as torch does
     pytest.importorskip("onnxscript")
     import numpy as np
 
-    import runtimes
-    from export.bundle import export_bundle
-    from nanonet.model.packing import pack_sequences
+    from nanonet import runtimes
+    from nanonet.export.bundle import export_bundle
 
-    manifest = export_bundle(tmp_path / "run" / "student", tmp_path / "bundle", max_length=48)
+    manifest = export_bundle(tmp_path / "run" / "student", tmp_path / "bundle", max_length=64)
     assert all(c["max_abs_diff"] <= 1e-4 and c["argmax_equal"] for c in manifest["export"]["verification"])
     assert manifest["provenance"]["training"]["test"]["accuracy"] == chosen["test"]["accuracy"]
-    texts = [json.loads(line)["text"] for line in (data / "test.jsonl").read_text().splitlines()[:40]]
+    texts = [r["text"] for r in rows[:40]]
     clf = runtimes.load(tmp_path / "bundle")
     got = clf.predict_proba(texts)
     student = load_checkpoint(tmp_path / "run" / "student")

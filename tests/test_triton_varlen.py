@@ -1,22 +1,22 @@
 """The Triton varlen attention kernel against the per-sequence reference: global and
 windowed layers, mixed lengths, every supported head size. On a CUDA GPU in fp16/bf16
-(marked gpu); everywhere else through Triton's interpreter in fp32."""
+(marked gpu); everywhere else through Triton's interpreter in fp32, in a child process
+(conftest.run_interpreted), so that this process's TRITON_INTERPRET and kernels stay as
+they are."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
+from conftest import run_interpreted
 
 torch = pytest.importorskip("torch")
 CUDA = torch.cuda.is_available()
-if not CUDA:
-    os.environ["TRITON_INTERPRET"] = "1"  # before the kernel module is imported: run kernels on the CPU
 pytest.importorskip("triton")
 
-from export.tensorrt.triton_varlen import varlen_attention  # noqa: E402
-from export.tensorrt.varlen_op import reference  # noqa: E402
+from nanonet.export.tensorrt.varlen_op import reference  # noqa: E402
+
+CPU_CASES = [(head_size, window) for head_size in (16, 32) for window in (-1, 4)]
 
 
 def _case(lengths: list[int], heads: int, head_size: int, dtype, device, seed: int = 0):
@@ -28,29 +28,58 @@ def _case(lengths: list[int], heads: int, head_size: int, dtype, device, seed: i
     return qkv, cu.to(device)
 
 
-def _check(lengths, heads, head_size, window, dtype, device, tol, block=16):
+def _diff(lengths, heads, head_size, window, dtype, device, block=16) -> float:
+    """Max |kernel - reference| on one case."""
+    from nanonet.export.tensorrt.triton_varlen import varlen_attention
+
     qkv, cu = _case(lengths, heads, head_size, dtype, device, seed=len(lengths) + head_size + window)
     scale = head_size**-0.5
     got = varlen_attention(qkv, cu, max(lengths), heads, head_size, scale, window, block_m=block, block_n=block)
     ref = reference(qkv.float().cpu().numpy(), cu.cpu().numpy(), heads, head_size, scale, window)
-    diff = float(np.abs(got.float().cpu().numpy() - ref).max())
-    assert diff <= tol, (lengths, heads, head_size, window, diff)
+    return float(np.abs(got.float().cpu().numpy() - ref).max())
 
 
-@pytest.mark.skipif(CUDA, reason="the GPU tests below cover this machine")
-@pytest.mark.parametrize("window", [-1, 4])
-@pytest.mark.parametrize("head_size", [16, 32])
-def test_interpreter_matches_reference(head_size, window):
-    # lengths around the block size (16) and windows far shorter than the sequences
-    _check([1, 17, 5, 40], heads=2, head_size=head_size, window=window, dtype=torch.float32, device="cpu", tol=1e-5)
+def _wide_window_gap() -> float:
+    """Max |window 50 - global| on sequences of 9 and 3 tokens."""
+    from nanonet.export.tensorrt.triton_varlen import varlen_attention
 
-
-@pytest.mark.skipif(CUDA, reason="the GPU tests below cover this machine")
-def test_interpreter_window_wider_than_the_sequence_is_global():
     qkv, cu = _case([9, 3], 1, 16, torch.float32, "cpu")
     a = varlen_attention(qkv, cu, 9, 1, 16, 0.25, window=50, block_m=16, block_n=16)
     b = varlen_attention(qkv, cu, 9, 1, 16, 0.25, window=-1, block_m=16, block_n=16)
-    assert torch.allclose(a, b, atol=1e-6)
+    return float((a - b).abs().max())
+
+
+_INTERPRETED = r"""
+import json, torch
+import test_triton_varlen as t
+from nanonet.export.tensorrt import triton_varlen
+out = {"kernel": type(triton_varlen._varlen_attention_fwd).__name__, "wide_window_gap": t._wide_window_gap()}
+# lengths around the block size (16) and windows far shorter than the sequences
+out.update({f"{hs},{w}": t._diff([1, 17, 5, 40], 2, hs, w, torch.float32, "cpu") for hs, w in t.CPU_CASES})
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def interpreted() -> dict:
+    """Every CPU case, run once in Triton's interpreter in a child process."""
+    return run_interpreted(_INTERPRETED)
+
+
+@pytest.mark.skipif(CUDA, reason="the GPU tests below cover this machine")
+def test_the_child_ran_the_kernel_interpreted(interpreted):
+    assert interpreted["kernel"] == "InterpretedFunction"
+
+
+@pytest.mark.skipif(CUDA, reason="the GPU tests below cover this machine")
+@pytest.mark.parametrize("head_size, window", CPU_CASES)
+def test_interpreter_matches_reference(interpreted, head_size, window):
+    assert interpreted[f"{head_size},{window}"] <= 1e-5
+
+
+@pytest.mark.skipif(CUDA, reason="the GPU tests below cover this machine")
+def test_interpreter_window_wider_than_the_sequence_is_global(interpreted):
+    assert interpreted["wide_window_gap"] <= 1e-6
 
 
 @pytest.mark.gpu
@@ -60,5 +89,5 @@ def test_interpreter_window_wider_than_the_sequence_is_global():
 @pytest.mark.parametrize("window", [-1, 64])
 def test_gpu_matches_reference(dtype, head_size, window):
     tol = 2e-2 if dtype == "bfloat16" else 5e-3
-    _check([1, 300, 77, 513, 128], heads=4, head_size=head_size, window=window, dtype=getattr(torch, dtype), device="cuda",
-           tol=tol, block=64)  # fmt: skip
+    diff = _diff([1, 300, 77, 513, 128], heads=4, head_size=head_size, window=window, dtype=getattr(torch, dtype), device="cuda", block=64)
+    assert diff <= tol, (head_size, window, dtype, diff)

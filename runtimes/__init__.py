@@ -5,9 +5,10 @@ imports none of nanonet's other packages and never torch. The bundle format (rea
 writing) and the backends (ONNX Runtime on CPUs; TensorRT on GPUs) live here, and so do
 the pieces every layer shares: the error type (`errors`) and atomic writes (`fsutil`).
 
-    from nanonet import runtimes
-    clf = runtimes.load("bundle/", threads=2)
-    clf.predict(["Stocks rallied after the Fed's decision."])  # [Prediction(label=..., score=...)]
+    >>> from nanonet import runtimes
+    >>> clf = runtimes.load("bundle/", threads=2)
+    >>> clf.predict(["Stocks rallied after the Fed's decision."])
+    [Prediction(label=..., score=..., scores={...})]
 
 The names below are imported on first use, so `import nanonet` (which needs the error
 type) loads neither numpy nor onnxruntime.

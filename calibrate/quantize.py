@@ -206,17 +206,18 @@ class Job:
     model: object  # the float onnx.ModelProto (mask made finite, embedding table int8)
     reference: Path  # what agreement is measured against: the graph before smoothing or splitting
     matmuls: dict[str, str]  # node -> parameter name
+    targets: list[str]  # the products smoothing and the outlier split may change: all but the head
+    tensors: list[str]  # their inputs, whose activation ranges those two need
     fixed_values: int
     embedding: dict | None
     names: list[str]  # the graph's inputs
     calib_batches: list[dict] | None
     check_batches: list[dict] | None
-    source: Path = None  # the float graph the quantizer reads (after smoothing or an outlier split)
+    tokenizer: object  # the runtime's tokenizer, for the packed graph's batches
+    source: Path  # the float graph the quantizer reads (after smoothing or an outlier split)
     always_float: list[str] = field(default_factory=list)  # the outlier products: float by design, never quantized
     smoothing: dict | None = None
     split: dict | None = None
-    ranges_cache: Path = None
-    tokenizer: object = None  # the runtime's tokenizer, for the packed graph's batches
 
     @classmethod
     def prepare(cls, src: Bundle, s: QuantizeSettings, method: str, texts: list[str], work: Path) -> Job:
@@ -233,7 +234,9 @@ class Job:
         embedding = quantize_embedding_table(model)
         fp32 = work / "fp32.onnx"
         onnx.save(model, str(fp32))
-        job = cls(
+        matmuls = weight_matmuls(model)
+        targets = [n.name for n in model.graph.node if n.name in matmuls and matmuls[n.name] != "head"]
+        return cls(
             src=src,
             settings=s,
             method=method,
@@ -242,7 +245,9 @@ class Job:
             work=work,
             model=model,
             reference=fp32,
-            matmuls=weight_matmuls(model),
+            matmuls=matmuls,
+            targets=targets,
+            tensors=sorted({n.input[0] for n in model.graph.node if n.name in targets}),
             fixed_values=fixed_values,
             embedding=embedding,
             names=list(src.manifest.inputs),
@@ -250,20 +255,17 @@ class Job:
             # judged in the runtime's default batches: with activations quantized per tensor at
             # run time, which texts share a batch moves a few borderline predictions
             check_batches=padded_batches(clf, texts[:held], batch_size=32) if held else None,
-            source=fp32,
-            ranges_cache=work / "ranges.json",  # calibrated once, read by every quantize_static call
             tokenizer=clf.tokenizer,
+            source=fp32,
         )
-        return job
 
     @property
-    def targets(self) -> list[str]:
-        """The products smoothing and the outlier split may change: all but the head."""
-        return [n.name for n in self.model.graph.node if n.name in self.matmuls and self.matmuls[n.name] != "head"]
+    def ranges_cache(self) -> Path:
+        """Static calibration's ranges: calibrated once, read by every quantize_static call."""
+        return self.work / "ranges.json"
 
     def _activation_ranges(self):
-        tensors = sorted({n.input[0] for n in self.model.graph.node if n.name in self.targets})
-        return activation_ranges(self.source, self.calib_batches, self.names, tensors, self.settings.threads)
+        return activation_ranges(self.source, self.calib_batches, self.names, self.tensors, self.settings.threads)
 
     def transform(self, say: Callable[[str], None]) -> None:
         """The float-preserving changes made before quantizing: smoothing (opt-in), an outlier

@@ -309,15 +309,16 @@ def run_steps(
             optimizer.step()
             scheduler.step()
             run.tokens_seen += tokens * ctx.world_size
+            loss = float(terms["total"].detach())
             run.seconds = seconds_before + time.perf_counter() - tic
             done = step + 1
             if done % args.eval_every == 0 or done == steps:
-                record = {"step": done, "loss": round(float(terms["total"].detach()), 5)}
+                record = {"step": done, "loss": round(loss, 5)}
                 record.update({k: round(float(v.detach()), 5) for k, v in terms.items() if k != "total"})
                 record["dev"] = evaluate_members(members, data.dev, data.splits.dev_ids, data.num_classes, args.eval_tokens, ctx, done)
                 run.history.append(record)
                 if ctx.rank == 0:
-                    run.seconds = seconds_before + time.perf_counter() - tic
+                    run.seconds = seconds_before + time.perf_counter() - tic  # the evaluation included
                     save_state(
                         Path(args.out) / "state",
                         args,
@@ -336,7 +337,7 @@ def run_steps(
                 dist.barrier(ctx)
             if bar:
                 dev_acc = max((run.history[-1]["dev"][m.name]["accuracy"] for m in members[1:]), default=None) if run.history else None
-                bar.update(done, float(terms["total"].detach()), dev_acc, run.tokens_seen / max(run.seconds, 1e-9))
+                bar.update(done, loss, dev_acc, run.tokens_seen / max(run.seconds, 1e-9))
             if on_step:
                 on_step(done)
     finally:

@@ -111,6 +111,23 @@ def test_draw_is_exactly_n_per_class_and_seeded(tiny_data):
     assert a.labeled_texts != c.labeled_texts
 
 
+def test_dev_file_gives_at_most_n_per_class_for_selection(tiny_data):
+    tables = load_tables(str(tiny_data))
+    dev_file = list(zip(tables["dev"].texts, tables["dev"].labels))
+    a = label_scarce(tables, 5, seed=1)
+    assert a.dev_source == "dev" and a.dev_per_class == 5
+    assert np.bincount(a.dev_ids).tolist() == [5, 5, 5]  # not the file's 8 per class
+    names = [a.labels[i] for i in a.dev_ids]
+    assert set(zip(a.dev_texts, names)) <= set(dev_file)  # rows of the dev file, labels kept
+    assert a.summary()["labeled_seen"] == 15 + 15
+    assert label_scarce(tables, 5, seed=1).dev_texts == a.dev_texts
+    assert label_scarce(tables, 5, seed=2).dev_texts != a.dev_texts
+    everything = label_scarce(tables, 5, seed=1, dev_per_class=100)  # more than the file holds: all of it
+    assert sorted(everything.dev_texts) == sorted(t for t, _ in dev_file)
+    # the training draw does not depend on how much of the dev file selection takes
+    assert (everything.labeled_texts, everything.labeled_ids) == (a.labeled_texts, a.labeled_ids)
+
+
 def test_dev_held_out_from_train_when_missing(tiny_data):
     (tiny_data / "dev.jsonl").unlink()
     s = label_scarce(load_tables(str(tiny_data)), 5, seed=1, dev_per_class=3)

@@ -26,6 +26,11 @@ def tiny_args(data: Path, out: Path, teacher: Path, **overrides) -> TrainArgs:
         out=str(out),
         teacher=str(teacher),
         labels_per_class=4,
+        dev_per_class=8,  # all of the dev file
+        contrastive_steps=0,  # the contrastive phase and fitted heads have tests of their own
+        fit_heads=False,
+        distill="online",  # the cohort as these tests measured it; offline distillation has tests of its own
+        students_from="pretrained",
         seed=3,
         steps=12,
         eval_every=4,
@@ -39,15 +44,46 @@ def tiny_args(data: Path, out: Path, teacher: Path, **overrides) -> TrainArgs:
 
 
 def comparable(report: dict) -> dict:
-    """The report minus wall-clock figures."""
+    """The report minus wall-clock and memory figures."""
     report = json.loads(json.dumps(report))
     for key in TIMING:
         report["training"].pop(key)
+    for key in ("phases", "peak_rss_mb"):
+        report["training"].pop(key, None)
+    if report.get("contrastive"):
+        report["contrastive"].pop("seconds")
+    for record in report["history"]:
+        record.pop("rss_mb", None)
     if report["data"].get("propagation"):
         report["data"]["propagation"].pop("seconds")
         for refresh in report["data"]["propagation"]["refreshes"]:
             refresh.pop("seconds")
     return report
+
+
+def interrupted_then_resumed(data: Path, teacher: Path, tmp: Path, stop: int, before_resume=None, **settings) -> tuple[dict, dict]:
+    """A run straight through (tmp/whole) and one stopped after step `stop` and resumed
+    (tmp/cut), both with `settings`; returns their reports, settings paths removed.
+    `before_resume` runs between the stop and the resumption (to patch something)."""
+
+    def interrupt(step: int) -> None:
+        if step == stop:
+            raise KeyboardInterrupt
+
+    whole = train(tiny_args(data, tmp / "whole", teacher, **settings), progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_args(data, tmp / "cut", teacher, **settings), progress=False, on_step=interrupt)
+    if before_resume:
+        before_resume()
+    resumed = train(tiny_args(data, tmp / "cut", teacher, resume=True, **settings), progress=False)
+    for r in (whole, resumed):
+        r["settings"].pop("out")
+        r["settings"].pop("resume")
+    return whole, resumed
+
+
+def same_files(a: Path, b: Path, *names: str) -> bool:
+    return all((a / n).read_bytes() == (b / n).read_bytes() for n in names)
 
 
 @pytest.fixture(autouse=True)
@@ -517,3 +553,13 @@ def test_graph_refresh_propagates_over_the_training_teachers_embeddings(tiny_dat
     assert len(calls) == 1 and off["data"]["propagation"]["refreshes"] == []
     with pytest.raises(NanonetError, match="--graph-refreshes"):
         train(tiny_args(tiny_data, tmp_path / "bad", tiny_bert_dir, graph_refreshes=-1), progress=False)
+
+
+def test_min_steps_raises_a_short_epoch_count(tiny_data, tiny_bert_dir, tmp_path):
+    # tiny_data's 105 unlabeled texts make a handful of 256-token batches: one epoch is far fewer than 30 steps
+    few = train(tiny_args(tiny_data, tmp_path / "few", tiny_bert_dir, steps=None, epochs=1.0, min_steps=0, eval_every=50), progress=False)
+    assert few["training"]["steps"] < 30
+    more = train(
+        tiny_args(tiny_data, tmp_path / "more", tiny_bert_dir, steps=None, epochs=1.0, min_steps=30, eval_every=50), progress=False
+    )
+    assert more["training"]["steps"] == 30

@@ -29,6 +29,8 @@ SUPERVISED = dict(
     graph_weight=0.0,
     student_graph_weight=0.0,
     teacher_warmup_steps=0,
+    contrastive_steps=0,
+    fit_heads=False,
 )
 
 

@@ -25,6 +25,11 @@ def train(
     data: str = typer.Option(..., "--data", help="Directory with train/dev/test files, a train file, or a datasets name."),
     out: str = typer.Option(..., "--out", help="Run directory (student/, teacher/, report.json)."),
     labels_per_class: int = typer.Option(10, "--labels-per-class", help="N labeled examples drawn per class."),
+    dev_per_class: Optional[int] = typer.Option(
+        None,
+        "--dev-per-class",
+        help="Labeled examples per class for model selection, from the dev file or held out from train (default: N).",
+    ),
     seed: int = typer.Option(1, "--seed"),
     teacher: str = typer.Option("sentence-transformers/all-MiniLM-L6-v2", "--teacher", help="Teacher checkpoint, hub id or the default."),
     unlabeled: list[str] = typer.Option([], "--unlabeled", help="Extra unlabeled text file (repeatable)."),
@@ -34,8 +39,24 @@ def train(
     student_layers: Optional[str] = typer.Option(None, "--student-layers", help="Teacher layers per student, e.g. 0,2,4/1,3,5."),
     trainable: str = typer.Option("bias", "--trainable", help="What the students train: bias | bias+norm | all"),
     teacher_trainable: str = typer.Option("bias", "--teacher-trainable", help="What the teacher trains: bias | bias+norm | all"),
+    contrastive_steps: int = typer.Option(
+        40, "--contrastive-steps", help="Supervised contrastive steps adapting the whole teacher to the labels first (0: off)."
+    ),
+    students_from: str = typer.Option(
+        "adapted", "--students-from", help="Copy the students' layers from the pretrained or the adapted teacher: pretrained | adapted"
+    ),
+    fit_heads: bool = typer.Option(True, "--fit-heads/--random-heads", help="Start each head as a logistic regression on its embeddings."),
+    distill: str = typer.Option(
+        "offline", "--distill", help="online: the teacher trains throughout; offline: its logits are cached after its warm-up."
+    ),
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (default: --epochs over the unlabeled pool)."),
-    epochs: float = typer.Option(2.0, "--epochs", help="Passes over the unlabeled pool when --steps is not given."),
+    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the unlabeled pool when --steps is not given."),
+    min_steps: int = typer.Option(60, "--min-steps", help="With --epochs: at least this many steps."),
+    teacher_warmup_steps: int = typer.Option(
+        0,
+        "--teacher-warmup-steps",
+        help="Steps the teacher trains alone in the cohort before the students start (0: the adapted teacher is final).",
+    ),
     eval_every: int = typer.Option(25, "--eval-every", help="Dev evaluation and resume state every M steps."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Students' encoder learning rate (default 3e-3 for bias, 5e-5 for all)."),
     teacher_lr: Optional[float] = typer.Option(None, "--teacher-lr", help="Teacher's encoder learning rate (same defaults)."),
@@ -56,6 +77,7 @@ def train(
         data=data,
         out=out,
         labels_per_class=labels_per_class,
+        dev_per_class=dev_per_class,
         seed=seed,
         teacher=teacher,
         unlabeled=list(unlabeled),
@@ -65,8 +87,14 @@ def train(
         student_layers=_layer_sets(student_layers),
         trainable=trainable,
         teacher_trainable=teacher_trainable,
+        contrastive_steps=contrastive_steps,
+        students_from=students_from,
+        fit_heads=fit_heads,
+        distill=distill,
         steps=steps,
         epochs=epochs,
+        min_steps=min_steps,
+        teacher_warmup_steps=teacher_warmup_steps,
         eval_every=eval_every,
         lr=lr,
         teacher_lr=teacher_lr,
@@ -111,7 +139,8 @@ def _print_train_report(report: dict, out: str) -> None:
     t, d = report["training"], report["data"]
     stdout.print(
         f"{t['steps']} steps in {t['seconds']:.0f}s, {t['tokens_per_second']:,.0f} tokens/s, {100 * t['padding_avoided']:.0f}% padding avoided; "
-        f"{d['labeled']} labeled, {d['unlabeled']} unlabeled, dev {d['dev']} ({d['dev_source']}), test {d['test']}"
+        f"{d['labeled']} labeled, {d['unlabeled']} unlabeled, dev {d['dev']} ({d['dev_source']}), test {d['test']}; "
+        f"{d['labeled_seen']} labeled examples seen (training + selection)"
     )
     stdout.print(f"student: {out}/student  teacher: {out}/teacher  report: {out}/report.json")
 

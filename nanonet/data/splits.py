@@ -1,8 +1,10 @@
 """The label-scarce protocol: N labeled examples per class from train, the rest unlabeled.
 
-Model selection uses the dev split when there is one; otherwise a small dev set is
-held out from train (never from the labeled examples) and the report says how many per
-class. Evaluation uses test when given.
+Model selection sees as few labels as training: by default N per class, drawn by seed
+from the dev file when there is one, else held out from train (never from the labeled
+examples). A user with N labels per class has no large dev set, so a run that used all
+of one would count labels it was not given; `dev_per_class` raises the number, and the
+report states every labeled example a run saw. Evaluation uses test when given.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class Splits:
     test_texts: list[str] = field(default_factory=list)
     test_ids: list[int] = field(default_factory=list)
     dev_source: str = "dev"  # "dev" file, or "held out from train"
-    dev_per_class: int | None = None  # set when dev was held out
+    dev_per_class: int | None = None  # at most this many dev examples per class
 
     def summary(self) -> dict:
         return {
@@ -41,6 +43,7 @@ class Splits:
             "test": len(self.test_texts),
             "dev_source": self.dev_source,
             "dev_per_class": self.dev_per_class,
+            "labeled_seen": len(self.labeled_texts) + len(self.dev_texts),  # training + selection
         }
 
 
@@ -108,7 +111,8 @@ def label_scarce(
 ) -> Splits:
     """Draw N labeled examples per class from train with `seed`; the rest becomes unlabeled.
 
-    Without a dev split, `dev_per_class` (default N) more per class are held out as dev."""
+    Dev holds `dev_per_class` (default N) examples per class: drawn by seed from the dev
+    split when there is one (all of a class that has fewer), else held out from train."""
     train = tables["train"]
     assert train.labels is not None
     classes = sorted(set(train.labels))
@@ -117,7 +121,8 @@ def label_scarce(
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[c] for c in train.labels])
     hold_dev = "dev" not in tables
-    per_dev = (dev_per_class or labels_per_class) if hold_dev else 0
+    dev_n = dev_per_class or labels_per_class
+    per_dev = dev_n if hold_dev else 0
     rng = np.random.default_rng(seed)
     labeled, dev = [], []
     for c, name in enumerate(classes):
@@ -142,7 +147,7 @@ def label_scarce(
     if hold_dev:
         dev_texts, dev_ids = [train.texts[i] for i in dev], [int(y[i]) for i in dev]
     else:
-        dev_texts, dev_ids = tables["dev"].texts, ids(tables["dev"])
+        dev_texts, dev_ids = _draw_per_class(tables["dev"].texts, ids(tables["dev"]), dev_n, seed)
     test = tables.get("test")
     return Splits(
         labels=classes,
@@ -154,5 +159,14 @@ def label_scarce(
         test_texts=test.texts if test else [],
         test_ids=ids(test) if test else [],
         dev_source="held out from train" if hold_dev else "dev",
-        dev_per_class=per_dev if hold_dev else None,
+        dev_per_class=dev_n,
     )
+
+
+def _draw_per_class(texts: list[str], ids: list[int], per_class: int, seed: int) -> tuple[list[str], list[int]]:
+    """At most `per_class` rows of each class, drawn by `seed` (its own stream, so the train
+    draw does not depend on the dev file), in file order."""
+    y = np.asarray(ids)
+    rng = np.random.default_rng([seed, 7])
+    keep = sorted(r for c in np.unique(y) for r in rng.permutation(np.flatnonzero(y == c))[:per_class].tolist())
+    return [texts[i] for i in keep], [ids[i] for i in keep]

@@ -33,7 +33,7 @@ class TrainArgs:
     unlabeled: list[str] = field(default_factory=list)
     """Extra files of unlabeled text added to the unlabeled pool."""
     dev_per_class: int | None = None
-    """Without a dev file: examples per class held out from train for model selection (default N)."""
+    """Labeled examples per class for model selection (default N): drawn from the dev file, or held out from train without one."""
     students: int = 2
     """K: number of students in the cohort."""
     student_layers: list[list[int]] | None = None
@@ -46,9 +46,11 @@ class TrainArgs:
     """AdamW learning rate of the teacher's encoder parameters; default as for `lr` by `teacher_trainable`."""
     steps: int | None = None
     """Optimizer steps; default: `epochs` passes over the unlabeled pool."""
-    epochs: float = 2.0
+    epochs: float = 1.0
     """Passes over the unlabeled pool when `steps` is not given."""
-    labeled_tokens: int = 2048
+    min_steps: int = 60
+    """With `epochs`: at least this many steps (short texts make few, large batches: a 64-class set of 9-token texts has 17 a pass)."""
+    labeled_tokens: int = 1024
     """Token budget of a labeled batch (real tokens, no padding)."""
     unlabeled_tokens: int = 4096
     """Token budget of an unlabeled batch."""
@@ -60,8 +62,22 @@ class TrainArgs:
     """AdamW weight decay."""
     warmup: float = 0.06
     """Fraction of steps with a linear learning-rate warm-up (then linear decay to zero)."""
-    teacher_warmup_steps: int = 30
-    """Steps in which only the teacher trains on the labels before the students start (at most half the steps)."""
+    contrastive_steps: int = 40
+    """Steps of supervised contrastive training of the whole teacher on the labels before the cohort trains (SetFit's lever, batched); 0 turns it off."""
+    contrastive_lr: float = 5e-5
+    """AdamW learning rate of the contrastive steps."""
+    contrastive_temperature: float = 0.1
+    """Temperature of the supervised contrastive loss."""
+    contrastive_tokens: int = 8192
+    """Token budget of a contrastive batch of labeled texts (more tokens: more same-class pairs per step)."""
+    students_from: str = "adapted"
+    """Which teacher the students' layers are copied from: 'pretrained', or 'adapted' (after the contrastive phase; the students then inherit its adapted weights and still train their bias terms only)."""
+    fit_heads: bool = True
+    """Each head starts as a logistic regression of the labels on its member's embeddings (else: random)."""
+    distill: str = "offline"
+    """'online': the teacher trains throughout and is run on every unlabeled batch; 'offline': the teacher trains only in its warm-up, then its logits on the whole unlabeled pool are computed once and the students distil from that cache."""
+    teacher_warmup_steps: int = 0
+    """Steps in which only the teacher trains in the cohort (its labels and the propagated ones) before the students start (at most half the steps); 0: the adapted teacher is final."""
     temperature: float = 2.0
     """Temperature of the logit distillation (KL, scaled by T^2)."""
     kd_weight: float = 1.0
@@ -111,6 +127,8 @@ class TrainArgs:
 
         if self.labels_per_class < 1:
             raise bad("labels_per_class", "must be >= 1")
+        if self.dev_per_class is not None and self.dev_per_class < 1:
+            raise bad("dev_per_class", "must be >= 1")
         if self.students < 1:
             raise bad("students", "must be >= 1")
         if self.trainable not in TRAINABLE:
@@ -121,10 +139,23 @@ class TrainArgs:
             raise bad("student_layers", f"gives {len(self.student_layers)} layer lists for {self.students} students")
         if self.steps is not None and self.steps < 1:
             raise bad("steps", "must be >= 1")
+        if self.min_steps < 0:
+            raise bad("min_steps", "must be >= 0")
         if self.epochs <= 0:
             raise bad("epochs", "must be > 0")
         if not 0 < self.confidence <= 1:
             raise bad("confidence", "must be in (0, 1]")
+        if self.students_from not in ("pretrained", "adapted"):
+            raise bad("students_from", f"must be pretrained or adapted, got '{self.students_from}'")
+        if self.distill not in ("online", "offline"):
+            raise bad("distill", f"must be online or offline, got '{self.distill}'")
+        if self.distill == "offline" and self.hidden_weight > 0:
+            raise bad("distill", "offline caches the teacher's logits, not its hidden states; use --distill online with --hidden-weight")
+        untrained = self.teacher_warmup_steps == 0 and self.contrastive_steps == 0 and not self.fit_heads
+        if self.distill == "offline" and self.kd_weight > 0 and untrained:
+            raise bad(
+                "distill", "offline with no teacher warm-up, no contrastive steps and random heads would distil from an untrained teacher"
+            )
         if self.mutual_loss not in ("mse", "kl"):
             raise bad("mutual_loss", "must be mse or kl")
         if any(v not in VIEWS for v in self.views) or not self.views:
@@ -141,9 +172,13 @@ class TrainArgs:
             raise bad("graph_k", "must be >= 1")
         if self.graph_refreshes < 0:
             raise bad("graph_refreshes", "must be >= 0")
+        if self.contrastive_steps < 0:
+            raise bad("contrastive_steps", "must be >= 0")
+        if self.contrastive_temperature <= 0:
+            raise bad("contrastive_temperature", "must be > 0")
         if self.eval_every < 1:
             raise bad("eval_every", "must be >= 1")
-        for name in ("labeled_tokens", "unlabeled_tokens", "eval_tokens"):
+        for name in ("labeled_tokens", "unlabeled_tokens", "eval_tokens", "contrastive_tokens"):
             if getattr(self, name) < 16:
                 raise bad(name, "must be >= 16")
 

@@ -23,6 +23,7 @@ class StepInputs:
     teacher_view: Packed | None = None  # a perturbed view of `unlabeled` for the teacher's own unlabeled losses
     graph_probs: torch.Tensor | None = None  # (B_u, C) propagated label distributions of `unlabeled`
     graph_weights: torch.Tensor | None = None  # (B_u,) their certainty
+    teacher_logits: torch.Tensor | None = None  # (B_u, C) cached targets of `unlabeled` (offline distillation: the teacher is done)
 
 
 class Cohort(nn.Module):
@@ -54,19 +55,12 @@ class Cohort(nn.Module):
         self.student_graph_weight = student_graph_weight
 
     def forward(self, x: StepInputs) -> dict[str, torch.Tensor]:
-        terms: dict[str, torch.Tensor] = {}
-        # 1. the teacher learns online from the labels
-        terms["teacher_ce"] = losses.supervised(self.teacher(x.labeled), x.labels)
-        total = terms["teacher_ce"]
-        # ... and from the labels propagated over the unlabeled pool (from the first step on)
-        view_logits = None
-        self_train = self.self_train_weight > 0 and x.students_active
-        graph = x.graph_probs is not None and self.graph_weight > 0
-        if x.teacher_view is not None and (self_train or graph):
-            view_logits = self.teacher(x.teacher_view)
-        if graph:
-            terms["graph"] = losses.propagated(view_logits, x.graph_probs, x.graph_weights)
-            total = total + self.graph_weight * terms["graph"]
+        if x.teacher_logits is not None:  # offline: the teacher has finished training; its targets are cached
+            terms: dict[str, torch.Tensor] = {}
+            total = torch.zeros((), device=x.labels.device)
+            view_logits = None
+        else:
+            terms, total, view_logits = self._teacher_terms(x)
         if not x.students_active:
             return {**terms, "total": total}
         ce = sum(losses.supervised(student(x.labeled), x.labels) for student in self.students)
@@ -75,15 +69,19 @@ class Cohort(nn.Module):
         if x.unlabeled is None:
             return {**terms, "total": total}
 
-        # 2. its soft targets on unlabeled text (deterministic: eval mode, no grad)
-        with torch.no_grad():
-            was_training = self.teacher.training
-            self.teacher.eval()
-            t_logits, t_embedding = self.teacher(x.unlabeled, return_embedding=True)
-            self.teacher.train(was_training)
+        # 2. its soft targets on unlabeled text (deterministic: eval mode, no grad), live or cached
+        t_embedding = None
+        if x.teacher_logits is not None:
+            t_logits = x.teacher_logits
+        else:
+            with torch.no_grad():
+                was_training = self.teacher.training
+                self.teacher.eval()
+                t_logits, t_embedding = self.teacher(x.unlabeled, return_embedding=True)
+                self.teacher.train(was_training)
 
         # the teacher also learns from its own confident predictions, on a perturbed view
-        if self_train and view_logits is not None:
+        if view_logits is not None:
             terms["self_train"] = losses.self_training(view_logits, t_logits, self.confidence)
             total = total + self.self_train_weight * terms["self_train"]
 
@@ -98,10 +96,26 @@ class Cohort(nn.Module):
             kd = kd + losses.distillation(logits, t_logits, self.temperature)
             if student_graph:
                 lp = lp + losses.propagated(logits, x.graph_probs, x.graph_weights)
-            if self.projections is not None:
+            if self.projections is not None and t_embedding is not None:
                 hid = hid + losses.hidden_distillation(embedding, t_embedding, self.projections[i])
             peers = [o[0] for j, o in enumerate(outputs) if j != i]
             mut = mut + losses.mutual(logits, peers, self.mutual_loss)
         terms.update(kd=kd, hidden=hid, mutual=mut, student_graph=lp)
         total = total + self.kd_weight * kd + self.hidden_weight * hid + x.mutual_weight * mut + self.student_graph_weight * lp
         return {**terms, "total": total}
+
+    def _teacher_terms(self, x: StepInputs) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None]:
+        """1. the teacher learns online from the labels, and from the labels propagated over
+        the unlabeled pool (from the first step on). Returns its terms, their sum, and its
+        logits on its perturbed view when self-training will use them."""
+        terms = {"teacher_ce": losses.supervised(self.teacher(x.labeled), x.labels)}
+        total = terms["teacher_ce"]
+        view_logits = None
+        self_train = self.self_train_weight > 0 and x.students_active
+        graph = x.graph_probs is not None and self.graph_weight > 0
+        if x.teacher_view is not None and (self_train or graph):
+            view_logits = self.teacher(x.teacher_view)
+        if graph:
+            terms["graph"] = losses.propagated(view_logits, x.graph_probs, x.graph_weights)
+            total = total + self.graph_weight * terms["graph"]
+        return terms, total, view_logits if self_train else None

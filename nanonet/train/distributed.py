@@ -60,6 +60,14 @@ def broadcast_object(obj, ctx: Context):
     return box[0]
 
 
+def broadcast_module(module: nn.Module, ctx: Context) -> None:
+    """Rank 0's weights of `module` on every rank (in place)."""
+    if not ctx.distributed:
+        return
+    for tensor in module.state_dict().values():
+        td.broadcast(tensor, src=0)
+
+
 def teardown(ctx: Context) -> None:
     if ctx.distributed and td.is_initialized():
         td.destroy_process_group()

@@ -45,6 +45,25 @@ def predict(model: NanoClassifier, tokens: Tokenized, max_tokens: int, device: t
     return pred
 
 
+def logits(model: NanoClassifier, tokens: Tokenized, max_tokens: int, device: torch.device) -> torch.Tensor:
+    """(N, C) fp32 logits of tokenized texts, in row order, on the CPU."""
+    out = torch.empty(len(tokens), model.head.out_features)
+    for rows, batch in eval_batches(model, tokens, max_tokens, device):
+        out[torch.as_tensor(rows)] = model(batch).float().cpu()
+    return out
+
+
+def embed_and_logits(model: NanoClassifier, tokens: Tokenized, max_tokens: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, H) pooled embeddings and (N, C) logits of tokenized texts from one pass, in row order."""
+    emb = torch.empty(len(tokens), model.config.hidden_size)
+    out = torch.empty(len(tokens), model.head.out_features)
+    for rows, batch in eval_batches(model, tokens, max_tokens, device):
+        index = torch.as_tensor(rows)
+        e = model.embed(batch)
+        emb[index], out[index] = e.float().cpu(), model.head(e).float().cpu()  # eval mode: the head's dropout is off
+    return emb, out
+
+
 def embed(model: NanoClassifier, tokens: Tokenized, max_tokens: int, device: torch.device) -> torch.Tensor:
     """(N, H) pooled embeddings of tokenized texts, in row order."""
     out = torch.empty(len(tokens), model.config.hidden_size)

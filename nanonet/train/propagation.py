@@ -96,10 +96,14 @@ def propagate_from(
     k: int,
     max_tokens: int,
     device: torch.device,
+    unl_embeddings: torch.Tensor | None = None,
 ) -> GraphTargets:
-    """Label propagation over `teacher`'s current embeddings of the labeled and unlabeled texts."""
+    """Label propagation over `teacher`'s current embeddings of the labeled and unlabeled
+    texts (those of the unlabeled texts given when already computed)."""
     teacher.to(device)
-    return propagate(embed(teacher, lab, max_tokens, device), lab_y, embed(teacher, unl, max_tokens, device), num_classes, k=k)
+    if unl_embeddings is None:
+        unl_embeddings = embed(teacher, unl, max_tokens, device)
+    return propagate(embed(teacher, lab, max_tokens, device), lab_y, unl_embeddings, num_classes, k=k)
 
 
 def refresh_steps(steps: int, refreshes: int) -> list[int]:

@@ -1,6 +1,7 @@
 """The resume state of a run: RUN/state/{tensors.safetensors, state.json}, written atomically.
 
-Frozen weights are rebuilt from the teacher exactly as at the start, so the state holds
+Frozen weights are rebuilt exactly as at the start (from the teacher, and from the adapted
+teacher that RUN/adapted_teacher.safetensors holds), so the state holds
 only what training changes: trainable parameters, each member's best trainable
 parameters, the optimizer's moments, the scheduler position and the torch RNG, and the
 propagated labels once a refresh has replaced the pretrained graph (the teacher that

@@ -1,7 +1,8 @@
 """`train(args)`: the NanoNet method, top to bottom.
 
 1. data: N labels per class, the rest unlabeled; tokenize once; token-budget batches
-2. cohort: teacher + head; K students from layer selections of the teacher, new heads
+2. cohort: teacher + head; K students from layer selections of the teacher, new heads;
+   then the teacher alone adapts to the labels (supervised contrastive, head refitted)
 3. label propagation: the few labels spread over the unlabeled pool through a kNN graph
    of the teacher's embeddings (rerun at --graph-refreshes points)
 4. trainable parameters (bias terms + heads, or bias+norm, or all) and the optimizer
@@ -36,10 +37,13 @@ from nanonet.runtimes.fsutil import atomic_write_text
 from nanonet.train import distributed as dist
 from nanonet.train.args import TrainArgs
 from nanonet.train.cohort import Cohort, StepInputs
-from nanonet.train.evaluate import autocast, evaluate
+from nanonet.train.contrastive import adapt_teacher
+from nanonet.train.evaluate import autocast, embed_and_logits, evaluate, logits
+from nanonet.train.heads import fit_member_head
 from nanonet.train.losses import ramp
 from nanonet.train.optim import build_optimizer
 from nanonet.train.peft import set_trainable
+from nanonet.train.profile import Phases, peak_rss_mb, reset_peak_rss, rss_mb
 from nanonet.train.progress import progress_bar
 from nanonet.train.propagation import GraphTargets, changed_share, propagate_from, refresh_steps
 from nanonet.train.selection import Member, choose_student, evaluate_members
@@ -52,27 +56,49 @@ LAB_SALT, UNL_SALT = 1, 2  # the labeled and unlabeled batch streams draw from d
 def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None] | None = None) -> dict:
     """Run NanoNet training; returns the report (also written to OUT/report.json)."""
     args.validate()
+    refuse_to_overwrite(Path(args.out), args)
     ctx = dist.setup()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
-    splits, train_texts = draw_splits(args)
-    teacher_src = load_pretrained(args.teacher)
-    data = tokenize_splits(args, splits, teacher_src)
+    reset_peak_rss()
+    phases = Phases()
+    with phases("data"):
+        splits, train_texts = draw_splits(args)
+        teacher_src = load_pretrained(args.teacher)
+        data = tokenize_splits(args, splits, teacher_src)
     steps = count_steps(args, data, ctx)
     members, backend = build_cohort(args, teacher_src, data.num_classes, ctx)
-    graph = propagate_labels(members[0].model, data, args, ctx, steps)
+    with phases("contrastive"):
+        adaptation = adapt(members[0].model, data, args, ctx)
+        if adaptation is not None and args.students_from == "adapted":
+            members = rebuild_students(members, teacher_src, data.num_classes)
+    with phases("heads"):
+        fit_heads(members, data, args, ctx, teacher_fitted=adaptation is not None)
+    with phases("propagation"):
+        graph = propagate_labels(members[0].model, data, args, ctx, steps)
     cohort, optimizer, scheduler = make_trainable(members, args, steps, ctx)
-    run = start_or_resume(Path(args.out), args, cohort, optimizer, scheduler, members, graph, ctx)
+    run = start_or_resume(Path(args.out), args, cohort, optimizer, scheduler, members, graph, ctx, phases)
     run_steps(run, data, members, cohort, optimizer, scheduler, graph, args, steps, ctx, progress, on_step)
-    results, selection = select_student(members, data, args, ctx)
+    with phases("test"):
+        results, selection = select_student(members, data, args, ctx)
     report = build_report(args, data, train_texts, graph, run, results, selection, steps, backend, cohort, ctx)
+    report["contrastive"] = adaptation
+    report["training"]["phases"] = {**phases.rounded(), **run.phases.rounded()}
+    report["training"]["peak_rss_mb"] = peak_rss_mb()
     if ctx.rank == 0:
         save_run(Path(args.out), members, selection["chosen"] + 1, data.splits.labels, teacher_src, args, report)
     dist.barrier(ctx)
     dist.teardown(ctx)
     return report
+
+
+def refuse_to_overwrite(out: Path, args: TrainArgs) -> None:
+    """A fresh run never writes over a previous run's state: checked first, before anything
+    is loaded or written, and on every rank, so no rank waits for one that stopped."""
+    if not args.resume and (out / "state").exists():
+        raise NanonetError(f"{out}: holds a previous run's state; pass --resume to continue it, or choose another --out")
 
 
 @dataclass
@@ -103,6 +129,7 @@ class Graph:
     seconds: float = 0.0
     refreshes: list[dict] = field(default_factory=list)
     refresh_at: set[int] = field(default_factory=set)
+    teacher_logits: torch.Tensor | None = None  # from the same pass, when the teacher is already final (offline, no warm-up)
 
 
 @dataclass
@@ -113,6 +140,8 @@ class Run:
     history: list[dict] = field(default_factory=list)
     tokens_seen: int = 0
     seconds: float = 0.0
+    phases: Phases = field(default_factory=Phases)  # "steps", "dev" and "cache" seconds of this process
+    teacher_logits: torch.Tensor | None = None  # offline distillation: the finished teacher's logits on the unlabeled pool
 
 
 def draw_splits(args: TrainArgs) -> tuple[Splits, list[str]]:
@@ -157,11 +186,12 @@ def tokenize_splits(args: TrainArgs, splits: Splits, teacher_src: Pretrained) ->
 
 
 def count_steps(args: TrainArgs, data: Data, ctx: dist.Context) -> int:
-    """--steps, or --epochs over the unlabeled pool (over the labels for supervised-only runs)."""
+    """--steps, or --epochs over the unlabeled pool (over the labels for supervised-only runs),
+    at least --min-steps."""
     if args.steps:
         return args.steps
     stream = data.unl_stream if data.uses_unlabeled else data.lab_stream
-    return max(1, math.ceil(args.epochs * stream.batches_per_epoch() / ctx.world_size))
+    return max(1, args.min_steps, math.ceil(args.epochs * stream.batches_per_epoch() / ctx.world_size))
 
 
 def default_student_layers(num_layers: int, k: int) -> list[list[int]]:
@@ -187,15 +217,100 @@ def build_cohort(args: TrainArgs, teacher_src: Pretrained, num_classes: int, ctx
     return members, backend
 
 
+ADAPTED = "adapted_teacher.safetensors"  # in the run directory: the teacher after its contrastive phase
+
+
+def adapt(teacher: NanoClassifier, data: Data, args: TrainArgs, ctx: dist.Context) -> dict | None:
+    """2. the teacher alone adapts to the labels (contrastive.adapt_teacher). Every weight
+    changes, and the resume state holds only what the cohort trains, so the adapted teacher
+    is saved once in RUN/adapted_teacher.safetensors and a resumed run loads it instead of
+    adapting again (which on a GPU, or with other --threads, would not give the same
+    weights). Under DDP every rank takes rank 0's adapted teacher."""
+    if args.contrastive_steps <= 0:
+        return None
+    path = Path(args.out) / ADAPTED
+    if args.resume and path.is_file():
+        return load_adapted(teacher, path)
+    summary = adapt_teacher(
+        teacher,
+        data.lab,
+        data.lab_y,
+        data.num_classes,
+        args.contrastive_steps,
+        args.contrastive_lr,
+        args.contrastive_temperature,
+        args.contrastive_tokens,
+        args.eval_tokens,
+        args.seed,
+        ctx.device,
+    )
+    dist.broadcast_module(teacher, ctx)
+    if ctx.rank == 0:
+        save_adapted(teacher, summary, path)
+    dist.barrier(ctx)
+    return summary
+
+
+def save_adapted(teacher: NanoClassifier, summary: dict, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in teacher.state_dict().items()}, str(tmp), metadata={"summary": json.dumps(summary)}
+    )
+    tmp.replace(path)
+
+
+def load_adapted(teacher: NanoClassifier, path: Path) -> dict:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), "pt") as f:
+        summary = json.loads((f.metadata() or {}).get("summary", "{}"))
+    try:
+        teacher.load_state_dict(load_file(str(path)))
+    except RuntimeError as e:
+        raise NanonetError(f"{path}: not this run's adapted teacher ({str(e).splitlines()[0]})") from None
+    return summary
+
+
+def rebuild_students(members: list[Member], teacher_src: Pretrained, num_classes: int) -> list[Member]:
+    """2. --students-from adapted: each student made again, of the adapted teacher's layers."""
+    encoder = members[0].model.encoder
+    rebuilt = [
+        Member(m.name, NanoClassifier(make_student(encoder, m.layers), num_classes, teacher_src.pooling), m.layers, m.view)
+        for m in members[1:]
+    ]
+    return [members[0], *rebuilt]
+
+
+def fit_heads(members: list[Member], data: Data, args: TrainArgs, ctx: dist.Context, teacher_fitted: bool) -> None:
+    """2. every head fitted on its member's embeddings of the labels (heads.py); the adapted
+    teacher's head was fitted at the end of its contrastive phase."""
+    if not args.fit_heads:
+        return
+    for m in members[1 if teacher_fitted else 0 :]:
+        fit_member_head(m.model, data.lab, data.lab_y, data.num_classes, args.eval_tokens, ctx.device)
+
+
 def propagate_labels(teacher: NanoClassifier, data: Data, args: TrainArgs, ctx: dist.Context, steps: int) -> Graph:
-    """3. label propagation over the pretrained teacher's embeddings, computed before any
+    """3. label propagation over the (adapted) teacher's embeddings, computed before any
     training so that a resumed run gets the same targets; off when no loss uses them."""
     if max(args.graph_weight, args.student_graph_weight) <= 0 or not len(data.unl):
         return Graph()
     tic = time.perf_counter()
-    targets = propagate_from(teacher, data.lab, data.lab_y, data.unl, data.num_classes, args.graph_k, args.eval_tokens, ctx.device)
+    unl_embeddings = cached = None
+    if args.distill == "offline" and teacher_only_steps(args, steps) == 0 and data.uses_unlabeled:
+        # the teacher is final already: one pass gives the graph's embeddings and the students' targets
+        teacher.to(ctx.device)
+        unl_embeddings, cached = embed_and_logits(teacher, data.unl, args.eval_tokens, ctx.device)
+    targets = propagate_from(
+        teacher, data.lab, data.lab_y, data.unl, data.num_classes, args.graph_k, args.eval_tokens, ctx.device, unl_embeddings
+    )
     seconds = time.perf_counter() - tic
-    return Graph(targets, targets.summary(), seconds, refresh_at=set(refresh_steps(steps, args.graph_refreshes)))
+    refresh_at = set(refresh_steps(steps, args.graph_refreshes))
+    return Graph(targets, targets.summary(), seconds, refresh_at=refresh_at, teacher_logits=cached)
 
 
 def refresh_graph(graph: Graph, teacher: NanoClassifier, data: Data, args: TrainArgs, ctx: dist.Context, step: int) -> None:
@@ -231,14 +346,22 @@ def make_trainable(members: list[Member], args: TrainArgs, steps: int, ctx: dist
 
 
 def start_or_resume(
-    out: Path, args: TrainArgs, cohort: Cohort, optimizer, scheduler, members: list[Member], graph: Graph, ctx: dist.Context
+    out: Path,
+    args: TrainArgs,
+    cohort: Cohort,
+    optimizer,
+    scheduler,
+    members: list[Member],
+    graph: Graph,
+    ctx: dist.Context,
+    phases: Phases | None = None,
 ) -> Run:
     """A fresh run, or with --resume the saved state of the run in `out`; a fresh run never
     overwrites a previous run's state."""
     if not args.resume:
-        if (out / "state").exists():  # checked on every rank, so no rank waits for one that stopped
-            raise NanonetError(f"{out}: holds a previous run's state; pass --resume to continue it, or choose another --out")
-        return Run(seconds=graph.seconds)  # the graph is part of the run's time
+        # the time before the first step (the contrastive phase, the graph) is part of the run's time
+        before = sum(v for k, v in (phases.seconds if phases else {}).items() if k in ("contrastive", "heads", "propagation"))
+        return Run(seconds=before or graph.seconds)
     start, history, tokens_seen, seconds, saved_graph = load_state(
         out / "state", args, cohort, optimizer, scheduler, members, ctx.world_size
     )
@@ -248,13 +371,28 @@ def start_or_resume(
     return Run(start, history, tokens_seen, seconds)
 
 
+def teacher_only_steps(args: TrainArgs, steps: int) -> int:
+    """The teacher's warm-up: steps in which it trains alone (the students get at least half)."""
+    return min(args.teacher_warmup_steps, steps // 2)
+
+
 def step_inputs(
-    data: Data, members: list[Member], graph: Graph, args: TrainArgs, step: int, k: int, steps: int, ctx: dist.Context
+    data: Data,
+    members: list[Member],
+    graph: Graph,
+    args: TrainArgs,
+    step: int,
+    k: int,
+    steps: int,
+    ctx: dist.Context,
+    teacher_logits: torch.Tensor | None = None,
 ) -> tuple[StepInputs, int]:
     """5. one step's batches: labeled rows, and (once the students train, or for the graph
     term during the teacher's warm-up) unlabeled rows with each student's view of them.
+    With `teacher_logits` (offline distillation, after the warm-up) the teacher is done:
+    its cached logits of the unlabeled rows come instead of its own terms.
     Returns the inputs and the tokens they hold."""
-    warmup = min(args.teacher_warmup_steps, steps // 2)  # the students get at least half the steps
+    warmup = teacher_only_steps(args, steps)
     lab_rows = data.lab_stream[k]
     labeled = packed_rows(data.lab, lab_rows).to(ctx.device)
     labels = data.lab_y[lab_rows].to(ctx.device)
@@ -269,13 +407,15 @@ def step_inputs(
         view = cutoff(unlabeled, args.cutoff_rate, g) if m.view == "cutoff" else unlabeled
         views.append((view.to(ctx.device), args.noise_std if m.view == "noise" else 0.0))
     weight = args.mutual_weight * ramp(step - warmup, max(1, steps - warmup), args.mutual_rampup) if active else 0.0
-    needs_view = args.self_train_weight > 0 or graph.targets is not None
+    offline = teacher_logits is not None and active
+    needs_view = (args.self_train_weight > 0 or graph.targets is not None) and not offline
     teacher_view = cutoff(unlabeled, args.cutoff_rate, g).to(ctx.device) if needs_view else None
+    rows = torch.as_tensor(unl_rows, dtype=torch.long)
     probs = weights = None
     if graph.targets is not None:
-        rows = torch.as_tensor(unl_rows, dtype=torch.long)
         probs, weights = graph.targets.probs[rows].to(ctx.device), graph.targets.weights[rows].to(ctx.device)
-    inputs = StepInputs(labeled, labels, active, unlabeled.to(ctx.device), views, weight, teacher_view, probs, weights)
+    cached = teacher_logits[rows].to(ctx.device) if offline else None
+    inputs = StepInputs(labeled, labels, active, unlabeled.to(ctx.device), views, weight, teacher_view, probs, weights, cached)
     return inputs, labeled.num_tokens + unlabeled.num_tokens
 
 
@@ -301,13 +441,20 @@ def run_steps(
         for step in range(run.start, steps):
             if graph.targets is not None and step in graph.refresh_at:
                 refresh_graph(graph, members[0].model, data, args, ctx, step)
-            inputs, tokens = step_inputs(data, members, graph, args, step, step * ctx.world_size + ctx.rank, steps, ctx)
-            with autocast(ctx.device):
-                terms = model(inputs)
-            optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            optimizer.step()
-            scheduler.step()
+            offline = args.distill == "offline" and data.uses_unlabeled and step >= teacher_only_steps(args, steps)
+            if offline and run.teacher_logits is None:
+                with run.phases("cache"):
+                    score = step == teacher_only_steps(args, steps)
+                    run.teacher_logits = finish_teacher(members[0], data, args, ctx, step, score, graph.teacher_logits)
+            k = step * ctx.world_size + ctx.rank
+            inputs, tokens = step_inputs(data, members, graph, args, step, k, steps, ctx, run.teacher_logits if offline else None)
+            with run.phases("steps"):
+                with autocast(ctx.device):
+                    terms = model(inputs)
+                optimizer.zero_grad(set_to_none=True)
+                terms["total"].backward()
+                optimizer.step()
+                scheduler.step()
             run.tokens_seen += tokens * ctx.world_size
             loss = float(terms["total"].detach())
             run.seconds = seconds_before + time.perf_counter() - tic
@@ -315,7 +462,10 @@ def run_steps(
             if done % args.eval_every == 0 or done == steps:
                 record = {"step": done, "loss": round(loss, 5)}
                 record.update({k: round(float(v.detach()), 5) for k, v in terms.items() if k != "total"})
-                record["dev"] = evaluate_members(members, data.dev, data.splits.dev_ids, data.num_classes, args.eval_tokens, ctx, done)
+                with run.phases("dev"):
+                    training = members[1:] if run.teacher_logits is not None else members  # a finished teacher stays as it was
+                    record["dev"] = evaluate_members(training, data.dev, data.splits.dev_ids, data.num_classes, args.eval_tokens, ctx, done)
+                record["rss_mb"] = rss_mb()
                 run.history.append(record)
                 if ctx.rank == 0:
                     run.seconds = seconds_before + time.perf_counter() - tic  # the evaluation included
@@ -344,6 +494,21 @@ def run_steps(
         if bar:
             bar.close()
     run.seconds = seconds_before + time.perf_counter() - tic
+
+
+def finish_teacher(
+    teacher: Member, data: Data, args: TrainArgs, ctx: dist.Context, step: int, score: bool, cached: torch.Tensor | None = None
+) -> torch.Tensor:
+    """5. offline distillation: the teacher's training ends here. With `score` its final
+    state is scored on dev (it keeps this state unless an earlier one did better beyond the
+    dev noise); a resumed run past this point has that score in its saved state already.
+    Its logits on the whole unlabeled pool, clean text in eval mode as the online targets
+    are, become the students' cached targets (`cached` when label propagation's pass made
+    them already); a resumed run rebuilds them the same way."""
+    scored_here = teacher.best["accuracy"] >= 0 and teacher.best["step"] == step  # by the regular dev check just before
+    if score and not scored_here:
+        evaluate_members([teacher], data.dev, data.splits.dev_ids, data.num_classes, args.eval_tokens, ctx, step)
+    return cached if cached is not None else logits(teacher.model, data.unl, args.eval_tokens, ctx.device)
 
 
 def select_student(members: list[Member], data: Data, args: TrainArgs, ctx: dist.Context) -> tuple[list[dict], dict]:

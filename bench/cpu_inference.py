@@ -11,7 +11,7 @@ its own process (so peak memory is that row's alone), all with the same thread c
   (AutoModelForSequenceClassification), batches in data order, padded
 - teacher, optimum ONNX Runtime: the same teacher exported by optimum and run through
   ORTModelForSequenceClassification. optimum-onnx pins transformers < 4.58, so this row runs
-  in its own environment: `make bench-env` builds .venv-optimum (or pass --optimum-python)
+  in its own environment: `make bench-env` builds .venv-bench (or pass --optimum-python)
 
 Speed does not depend on the head's weights: heads are freshly initialised (the label-scarce
 benchmark measures accuracy). Documents per second are over the whole set; p50 is the median
@@ -197,7 +197,7 @@ def main() -> None:
     ap.add_argument("--limit-batch1", type=int, default=500, help="test texts per set at batch 1")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--optimum-python", default=str(ROOT / ".venv-optimum" / "bin" / "python"))
+    ap.add_argument("--optimum-python", default=str(ROOT / ".venv-bench" / "bin" / "python"))
     ap.add_argument("--worker", nargs=6, metavar=("ROW", "TEXTS", "BATCH", "THREADS", "MODEL", "CLASSES"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:

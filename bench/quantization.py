@@ -18,7 +18,7 @@ bundle, rows:
 - dynamic / default with 7-bit weights (`--weight-bits 7`): weights limited to [-64, 64],
   for x86 CPUs without VNNI (see calibrate/quantize.py)
 - optimum preset: optimum's ORTQuantizer with the dynamic AutoQuantizationConfig preset for
-  this CPU (avx512_vnni or avx2) on the same ONNX file (run in .venv-optimum: make bench-env).
+  this CPU (avx512_vnni or avx2) on the same ONNX file (run in .venv-bench: make bench-env).
   As shipped, the preset also quantizes the Attention op and writes a graph ONNX Runtime
   refuses to load; the row uses the preset's operator list without Attention
 
@@ -155,7 +155,7 @@ def main() -> None:
         default=RESULTS / "quantization.json",
         help="the JSON to write (a .md table beside it); one file per machine type: rows keep only their own",
     )
-    ap.add_argument("--optimum-python", default=str(ROOT / ".venv-optimum" / "bin" / "python"))
+    ap.add_argument("--optimum-python", default=str(ROOT / ".venv-bench" / "bin" / "python"))
     args = ap.parse_args()
 
     from _paths import portable  # bench/_paths.py, beside this file

@@ -1,0 +1,91 @@
+"""The label-scarce figures, drawn from bench/results/label_scarce.json (no training here).
+
+docs/learning_curve.png      test accuracy against labels per class (5, 10, 30), nanonet
+                             against SetFit, one panel per set that has more than one N
+docs/accuracy_vs_speed.png   test accuracy against inference docs/s at 10 labels per class:
+                             nanonet fp32 and int8, SetFit, model2vec, the supervised teacher
+
+  python bench/plots.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "label_scarce.json"
+DOCS = HERE.parent / "docs"
+CURVE_ROWS = {"NanoNet chosen student (bias)": "nanonet student", "SetFit (MiniLM-L6, all parameters)": "SetFit"}
+SPEED_ROWS = {
+    "NanoNet chosen student (bias)": "nanonet student fp32",
+    "NanoNet chosen student, int8": "nanonet student int8",
+    "SetFit (MiniLM-L6, all parameters)": "SetFit",
+    "model2vec static + logistic regression": "model2vec + LR",
+    "teacher, supervised only (all parameters)": "teacher (6 layers), supervised",
+}
+
+
+def save(fig, path: Path) -> None:
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    tmp.replace(path)
+    plt.close(fig)
+    print(f"wrote {path.relative_to(HERE.parent)}")
+
+
+def learning_curve(summary: list[dict]) -> None:
+    sets = sorted({s["set"] for s in summary if s["row"] in CURVE_ROWS and s["labels_per_class"] != 10})
+    if not sets:
+        print("learning curve: no runs at other than 10 labels per class yet")
+        return
+    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], sets):
+        for row, label in CURVE_ROWS.items():
+            points = sorted((s["labels_per_class"], s["mean"], s["std"]) for s in summary if s["set"] == name and s["row"] == row)
+            if points:
+                n, mean, std = zip(*points)
+                ax.errorbar(n, mean, yerr=std, marker="o", capsize=3, label=label)
+        ax.set_xscale("log")
+        ax.set_xticks([5, 10, 30], ["5", "10", "30"])
+        ax.set_title(name)
+        ax.set_xlabel("labels per class")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    save(fig, DOCS / "learning_curve.png")
+
+
+def accuracy_vs_speed(summary: list[dict]) -> None:
+    sets = sorted({s["set"] for s in summary if s["labels_per_class"] == 10 and s["docs_per_second"]})
+    if not sets:
+        print("accuracy vs speed: no runs with docs/s yet")
+        return
+    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 3.8), squeeze=False)
+    for ax, name in zip(axes[0], sets):
+        for row, label in SPEED_ROWS.items():
+            for s in summary:
+                if s["set"] == name and s["row"] == row and s["labels_per_class"] == 10 and s["docs_per_second"]:
+                    ax.scatter(s["docs_per_second"], s["mean"], s=40)
+                    ax.annotate(label, (s["docs_per_second"], s["mean"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_title(f"{name}, 10 labels per class")
+        ax.set_xlabel("inference docs/s (2 threads, log scale)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+    save(fig, DOCS / "accuracy_vs_speed.png")
+
+
+def main() -> None:
+    summary = json.loads(RESULTS.read_text())["summary"]
+    learning_curve(summary)
+    accuracy_vs_speed(summary)
+
+
+if __name__ == "__main__":
+    main()

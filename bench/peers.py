@@ -265,7 +265,15 @@ def measure(run: dict, test: Rows, test_ids: list[int], dev: Rows | None, dev_id
 
 
 def peak_rss_mib() -> float:
-    """This process's peak resident memory so far, MiB (Linux reports KiB)."""
+    """This process's peak resident memory so far, MiB: VmHWM, which starts afresh at exec.
+    (getrusage's ru_maxrss does not: Linux carries the parent's peak over a fork, so a
+    peer started by a large benchmark process would report at least the parent's.)"""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 

@@ -301,7 +301,7 @@ def propagate_labels(teacher: NanoClassifier, data: Data, args: TrainArgs, ctx: 
         return Graph()
     tic = time.perf_counter()
     unl_embeddings = cached = None
-    if args.distill == "offline" and teacher_only_steps(args, steps) == 0 and data.uses_unlabeled:
+    if distils_offline(args, data) and teacher_only_steps(args, steps) == 0:
         # the teacher is final already: one pass gives the graph's embeddings and the students' targets
         teacher.to(ctx.device)
         unl_embeddings, cached = embed_and_logits(teacher, data.unl, args.eval_tokens, ctx.device)
@@ -354,14 +354,13 @@ def start_or_resume(
     members: list[Member],
     graph: Graph,
     ctx: dist.Context,
-    phases: Phases | None = None,
+    phases: Phases,
 ) -> Run:
     """A fresh run, or with --resume the saved state of the run in `out`; a fresh run never
     overwrites a previous run's state."""
     if not args.resume:
         # the time before the first step (the contrastive phase, the graph) is part of the run's time
-        before = sum(v for k, v in (phases.seconds if phases else {}).items() if k in ("contrastive", "heads", "propagation"))
-        return Run(seconds=before or graph.seconds)
+        return Run(seconds=sum(v for k, v in phases.seconds.items() if k in ("contrastive", "heads", "propagation")))
     start, history, tokens_seen, seconds, saved_graph = load_state(
         out / "state", args, cohort, optimizer, scheduler, members, ctx.world_size
     )
@@ -369,6 +368,11 @@ def start_or_resume(
     if "probs" in saved_graph:
         graph.targets = GraphTargets(saved_graph["probs"], saved_graph["weights"])
     return Run(start, history, tokens_seen, seconds)
+
+
+def distils_offline(args: TrainArgs, data: Data) -> bool:
+    """--distill offline, for a run that has unlabeled text to distil on."""
+    return args.distill == "offline" and data.uses_unlabeled
 
 
 def teacher_only_steps(args: TrainArgs, steps: int) -> int:
@@ -436,16 +440,16 @@ def run_steps(
     """5. the optimizer steps, with a dev evaluation and the resume state every --eval-every steps."""
     model = dist.wrap(cohort, ctx)
     bar = progress_bar(progress and ctx.rank == 0, steps, run.start)
+    warmup = teacher_only_steps(args, steps)
     tic, seconds_before = time.perf_counter(), run.seconds
     try:
         for step in range(run.start, steps):
             if graph.targets is not None and step in graph.refresh_at:
                 refresh_graph(graph, members[0].model, data, args, ctx, step)
-            offline = args.distill == "offline" and data.uses_unlabeled and step >= teacher_only_steps(args, steps)
+            offline = distils_offline(args, data) and step >= warmup
             if offline and run.teacher_logits is None:
                 with run.phases("cache"):
-                    score = step == teacher_only_steps(args, steps)
-                    run.teacher_logits = finish_teacher(members[0], data, args, ctx, step, score, graph.teacher_logits)
+                    run.teacher_logits = finish_teacher(members[0], data, args, ctx, step, step == warmup, graph.teacher_logits)
             k = step * ctx.world_size + ctx.rank
             inputs, tokens = step_inputs(data, members, graph, args, step, k, steps, ctx, run.teacher_logits if offline else None)
             with run.phases("steps"):

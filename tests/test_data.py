@@ -13,7 +13,7 @@ import pytest
 from blocked_import import run_without
 from conftest import write_tokenizer
 
-from nanonet.data.splits import label_scarce, load_tables
+from nanonet.data.splits import cap_unlabeled, label_scarce, load_tables
 from nanonet.data.tables import read_table
 from nanonet.data.tokens import BatchStream, budget_batches, padding_share, tokenize
 from nanonet.runtimes.errors import NanonetError
@@ -134,6 +134,21 @@ def test_dev_held_out_from_train_when_missing(tiny_data):
     assert s.dev_source == "held out from train" and s.dev_per_class == 3
     assert sorted(np.bincount(s.dev_ids).tolist()) == [3, 3, 3]
     assert not set(s.dev_texts) & (set(s.unlabeled_texts) | set(s.labeled_texts))
+
+
+def test_unlabeled_cap_draws_a_seeded_subset_in_pool_order(tiny_data):
+    full = label_scarce(load_tables(str(tiny_data)), 5, seed=1)
+    pool = full.unlabeled_texts
+    capped = cap_unlabeled(full, 30, seed=1)
+    assert len(capped.unlabeled_texts) == 30 and len(set(capped.unlabeled_texts)) == 30
+    positions = [pool.index(t) for t in capped.unlabeled_texts]
+    assert positions == sorted(positions)  # a subset of the pool, in its order
+    assert capped.summary()["unlabeled"] == 30 and capped.summary()["unlabeled_available"] == len(pool)
+    assert (capped.labeled_texts, capped.dev_texts) == (full.labeled_texts, full.dev_texts)  # only the pool changes
+    assert cap_unlabeled(full, 30, seed=1).unlabeled_texts == capped.unlabeled_texts
+    assert cap_unlabeled(full, 30, seed=2).unlabeled_texts != capped.unlabeled_texts
+    assert cap_unlabeled(full, None, seed=1) is full and cap_unlabeled(full, len(pool), seed=1) is full
+    assert full.summary()["unlabeled_available"] == len(pool)
 
 
 def test_protocol_errors(tiny_data):

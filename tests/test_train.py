@@ -31,6 +31,7 @@ def tiny_args(data: Path, out: Path, teacher: Path, **overrides) -> TrainArgs:
         fit_heads=False,
         distill="online",  # the cohort as these tests measured it; offline distillation has tests of its own
         students_from="pretrained",
+        students=2,  # a cohort: mutual learning and the choice between students have tests here
         seed=3,
         steps=12,
         eval_every=4,

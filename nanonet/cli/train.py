@@ -33,9 +33,12 @@ def train(
     seed: int = typer.Option(1, "--seed"),
     teacher: str = typer.Option("sentence-transformers/all-MiniLM-L6-v2", "--teacher", help="Teacher checkpoint, hub id or the default."),
     unlabeled: list[str] = typer.Option([], "--unlabeled", help="Extra unlabeled text file (repeatable)."),
+    max_unlabeled: Optional[int] = typer.Option(
+        None, "--max-unlabeled", help="At most this many unlabeled texts, drawn by seed (default: all); the run's cost follows it."
+    ),
     text_col: str = typer.Option("text", "--text-col"),
     label_col: str = typer.Option("label", "--label-col"),
-    students: int = typer.Option(2, "--students", help="K students in the cohort."),
+    students: int = typer.Option(1, "--students", help="K students in the cohort (2 or more: mutual learning, and the best ships)."),
     student_layers: Optional[str] = typer.Option(None, "--student-layers", help="Teacher layers per student, e.g. 0,2,4/1,3,5."),
     trainable: str = typer.Option("bias", "--trainable", help="What the students train: bias | bias+norm | all"),
     teacher_trainable: str = typer.Option("bias", "--teacher-trainable", help="What the teacher trains: bias | bias+norm | all"),
@@ -81,6 +84,7 @@ def train(
         seed=seed,
         teacher=teacher,
         unlabeled=list(unlabeled),
+        max_unlabeled=max_unlabeled,
         text_col=text_col,
         label_col=label_col,
         students=students,

@@ -9,7 +9,7 @@ report states every labeled example a run saw. Evaluation uses test when given.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +33,14 @@ class Splits:
     test_ids: list[int] = field(default_factory=list)
     dev_source: str = "dev"  # "dev" file, or "held out from train"
     dev_per_class: int | None = None  # at most this many dev examples per class
+    unlabeled_available: int | None = None  # the pool's size before `cap_unlabeled` drew from it
 
     def summary(self) -> dict:
         return {
             "classes": len(self.labels),
             "labeled": len(self.labeled_texts),
             "unlabeled": len(self.unlabeled_texts),
+            "unlabeled_available": self.unlabeled_available or len(self.unlabeled_texts),
             "dev": len(self.dev_texts),
             "test": len(self.test_texts),
             "dev_source": self.dev_source,
@@ -161,6 +163,16 @@ def label_scarce(
         dev_source="held out from train" if hold_dev else "dev",
         dev_per_class=dev_n,
     )
+
+
+def cap_unlabeled(splits: Splits, max_unlabeled: int | None, seed: int) -> Splits:
+    """At most `max_unlabeled` texts of the unlabeled pool, drawn by `seed` (its own stream)
+    and kept in pool order: what a run costs then stops growing with the pool."""
+    pool = splits.unlabeled_texts
+    if max_unlabeled is None or len(pool) <= max_unlabeled:
+        return splits
+    keep = np.sort(np.random.default_rng([seed, 11]).permutation(len(pool))[:max_unlabeled])
+    return replace(splits, unlabeled_texts=[pool[i] for i in keep], unlabeled_available=len(pool))
 
 
 def _draw_per_class(texts: list[str], ids: list[int], per_class: int, seed: int) -> tuple[list[str], list[int]]:

@@ -32,12 +32,14 @@ class TrainArgs:
     """Column holding the label."""
     unlabeled: list[str] = field(default_factory=list)
     """Extra files of unlabeled text added to the unlabeled pool."""
+    max_unlabeled: int | None = None
+    """At most this many texts of the unlabeled pool (drawn by seed; None: all of it): label propagation and an epoch of the steps cost in proportion."""
     dev_per_class: int | None = None
     """Labeled examples per class for model selection (default N): drawn from the dev file, or held out from train without one."""
-    students: int = 2
-    """K: number of students in the cohort."""
+    students: int = 1
+    """K: number of students in the cohort (1: one student, distilled from the teacher; 2 or more adds mutual learning and a choice between them)."""
     student_layers: list[list[int]] | None = None
-    """Teacher layers of each student; default: even and odd layers (0,2,4 / 1,3,5 of 6)."""
+    """Teacher layers of each student; default: even, then odd layers (0,2,4 / 1,3,5 of 6)."""
     trainable: str = "bias"
     """'bias' (bias terms and the classifier heads), 'bias+norm' (also LayerNorm weights), or 'all'."""
     teacher_trainable: str = "bias"
@@ -127,6 +129,8 @@ class TrainArgs:
 
         if self.labels_per_class < 1:
             raise bad("labels_per_class", "must be >= 1")
+        if self.max_unlabeled is not None and self.max_unlabeled < 1:
+            raise bad("max_unlabeled", "must be >= 1")
         if self.dev_per_class is not None and self.dev_per_class < 1:
             raise bad("dev_per_class", "must be >= 1")
         if self.students < 1:

@@ -27,6 +27,7 @@ from nanonet.data.tokens import BatchStream, Tokenized
 from nanonet.model.encoder import NanoClassifier
 from nanonet.train.evaluate import autocast
 from nanonet.train.heads import fit_member_head
+from nanonet.train.progress import Advance
 from nanonet.train.views import packed_rows
 
 CONTRASTIVE_SALT = 3  # its own batch stream, apart from the cohort's labeled and unlabeled ones
@@ -62,10 +63,11 @@ def adapt_teacher(
     eval_tokens: int,
     seed: int,
     device: torch.device,
+    advance: Advance | None = None,
 ) -> dict:
     """`steps` AdamW steps of the supervised contrastive loss on every encoder parameter
     (linear warm-up over a tenth, then linear decay), then the head fitted on the new
-    embeddings. Returns what the report says of it."""
+    embeddings. Returns what the report says of it; `advance` hears of each step."""
     tic = time.perf_counter()
     teacher.to(device).train()
     params = list(teacher.encoder.parameters())
@@ -85,6 +87,8 @@ def adapt_teacher(
         if len(torch.unique(y)) == len(y):  # no same-class pair: nothing to learn, and weight decay would still move every weight
             skipped += 1
             scheduler.step()
+            if advance:
+                advance(1)
             continue
         batch = packed_rows(lab, rows).to(device)
         with autocast(device):
@@ -94,6 +98,8 @@ def adapt_teacher(
         optimizer.step()
         scheduler.step()
         losses.append(float(loss.detach()))
+        if advance:
+            advance(1)
     for p, w in zip(params, was):
         p.grad = None
         p.requires_grad_(w)

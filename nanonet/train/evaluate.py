@@ -16,6 +16,7 @@ from nanonet.model.encoder import NanoClassifier
 from nanonet.model.packing import Packed
 from nanonet.runtimes.errors import NanonetError
 from nanonet.runtimes.metrics import accuracy, macro_f1, per_class_accuracy
+from nanonet.train.progress import Advance
 from nanonet.train.views import packed_rows
 
 
@@ -24,59 +25,74 @@ def autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
-def eval_batches(model: NanoClassifier, tokens: Tokenized, max_tokens: int, device: torch.device) -> Iterator[tuple[np.ndarray, Packed]]:
+def eval_batches(
+    model: NanoClassifier, tokens: Tokenized, max_tokens: int, device: torch.device, advance: Advance | None = None
+) -> Iterator[tuple[np.ndarray, Packed]]:
     """(rows, packed batch on `device`) in length order, with `model` in eval mode, no grad
-    and autocast on CUDA; the model's mode is restored afterwards."""
+    and autocast on CUDA; the model's mode is restored afterwards. `advance` hears of each
+    batch once its caller is done with it."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), autocast(device):
             for rows in budget_batches(tokens.lengths, max_tokens, rng=None):
                 yield rows, packed_rows(tokens, rows).to(device)
+                if advance:
+                    advance(len(rows))
     finally:
         model.train(was_training)
 
 
-def predict(model: NanoClassifier, tokens: Tokenized, max_tokens: int, device: torch.device) -> np.ndarray:
+def predict(model: NanoClassifier, tokens: Tokenized, max_tokens: int, device: torch.device, advance: Advance | None = None) -> np.ndarray:
     """(N,) predicted class of each tokenized text, in row order."""
     pred = np.empty(len(tokens), dtype=np.int64)
-    for rows, batch in eval_batches(model, tokens, max_tokens, device):
+    for rows, batch in eval_batches(model, tokens, max_tokens, device, advance):
         pred[rows] = model(batch).argmax(-1).cpu().numpy()
     return pred
 
 
-def logits(model: NanoClassifier, tokens: Tokenized, max_tokens: int, device: torch.device) -> torch.Tensor:
+def logits(model: NanoClassifier, tokens: Tokenized, max_tokens: int, device: torch.device, advance: Advance | None = None) -> torch.Tensor:
     """(N, C) fp32 logits of tokenized texts, in row order, on the CPU."""
     out = torch.empty(len(tokens), model.head.out_features)
-    for rows, batch in eval_batches(model, tokens, max_tokens, device):
+    for rows, batch in eval_batches(model, tokens, max_tokens, device, advance):
         out[torch.as_tensor(rows)] = model(batch).float().cpu()
     return out
 
 
-def embed_and_logits(model: NanoClassifier, tokens: Tokenized, max_tokens: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def embed_and_logits(
+    model: NanoClassifier, tokens: Tokenized, max_tokens: int, device: torch.device, advance: Advance | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, H) pooled embeddings and (N, C) logits of tokenized texts from one pass, in row order."""
     emb = torch.empty(len(tokens), model.config.hidden_size)
     out = torch.empty(len(tokens), model.head.out_features)
-    for rows, batch in eval_batches(model, tokens, max_tokens, device):
+    for rows, batch in eval_batches(model, tokens, max_tokens, device, advance):
         index = torch.as_tensor(rows)
         e = model.embed(batch)
         emb[index], out[index] = e.float().cpu(), model.head(e).float().cpu()  # eval mode: the head's dropout is off
     return emb, out
 
 
-def embed(model: NanoClassifier, tokens: Tokenized, max_tokens: int, device: torch.device) -> torch.Tensor:
+def embed(model: NanoClassifier, tokens: Tokenized, max_tokens: int, device: torch.device, advance: Advance | None = None) -> torch.Tensor:
     """(N, H) pooled embeddings of tokenized texts, in row order."""
     out = torch.empty(len(tokens), model.config.hidden_size)
-    for rows, batch in eval_batches(model, tokens, max_tokens, device):
+    for rows, batch in eval_batches(model, tokens, max_tokens, device, advance):
         out[torch.as_tensor(rows)] = model.embed(batch).float().cpu()
     return out
 
 
-def evaluate(model: NanoClassifier, tokens: Tokenized, gold: list[int], num_classes: int, max_tokens: int, device: torch.device) -> dict:
+def evaluate(
+    model: NanoClassifier,
+    tokens: Tokenized,
+    gold: list[int],
+    num_classes: int,
+    max_tokens: int,
+    device: torch.device,
+    advance: Advance | None = None,
+) -> dict:
     """Accuracy and macro-F1 of `model` on tokenized texts (eval mode, no grad)."""
     if not len(gold):
         return {"accuracy": None, "macro_f1": None, "n": 0}
-    pred = predict(model, tokens, max_tokens, device)
+    pred = predict(model, tokens, max_tokens, device, advance)
     y = np.asarray(gold)
     return {"accuracy": accuracy(pred, y), "macro_f1": macro_f1(pred, y, num_classes), "n": len(y)}
 

@@ -1,8 +1,16 @@
-"""The training progress bar (rich): steps, loss, dev accuracy and tokens/s."""
+"""The training progress bars (rich): one per phase before the steps (the teacher's
+contrastive steps, label propagation's pass over the unlabeled pool), the steps' bar with
+loss, dev accuracy and tokens/s, and the final test pass."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+
+def _shown(enabled: bool) -> bool:
+    return enabled and not os.environ.get("NANONET_NO_PROGRESS")
 
 
 class TrainBar:
@@ -33,4 +41,28 @@ class TrainBar:
 
 def progress_bar(enabled: bool, total: int, start: int) -> TrainBar | None:
     """A bar on an interactive run; none when disabled or NANONET_NO_PROGRESS is set."""
-    return TrainBar(total, start) if enabled and not os.environ.get("NANONET_NO_PROGRESS") else None
+    return TrainBar(total, start) if _shown(enabled) else None
+
+
+Advance = Callable[[int], None]  # a bar's: called with how many more units (steps, texts) are done
+
+
+@contextmanager
+def phase_bar(enabled: bool, label: str, total: int, unit: str) -> Iterator[Advance | None]:
+    """A bar for one phase, shown from its first second: `label`, done/total `unit`,
+    elapsed and remaining time. Yields the function that advances it (None when no bar
+    is shown, on the same terms as `progress_bar`)."""
+    if not _shown(enabled) or total <= 0:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit), TimeElapsedColumn(), TimeRemainingColumn()
+    )
+    task = progress.add_task(label, total=total)
+    progress.start()
+    try:
+        yield lambda n: progress.advance(task, n)
+    finally:
+        progress.stop()

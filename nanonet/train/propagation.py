@@ -23,6 +23,7 @@ import torch
 from nanonet.data.tokens import Tokenized
 from nanonet.model.encoder import NanoClassifier
 from nanonet.train.evaluate import embed
+from nanonet.train.progress import Advance
 
 
 @dataclass
@@ -97,13 +98,15 @@ def propagate_from(
     max_tokens: int,
     device: torch.device,
     unl_embeddings: torch.Tensor | None = None,
+    advance: Advance | None = None,
 ) -> GraphTargets:
     """Label propagation over `teacher`'s current embeddings of the labeled and unlabeled
-    texts (those of the unlabeled texts given when already computed)."""
+    texts (those of the unlabeled texts given when already computed); `advance` hears of
+    every text embedded."""
     teacher.to(device)
     if unl_embeddings is None:
-        unl_embeddings = embed(teacher, unl, max_tokens, device)
-    return propagate(embed(teacher, lab, max_tokens, device), lab_y, unl_embeddings, num_classes, k=k)
+        unl_embeddings = embed(teacher, unl, max_tokens, device, advance)
+    return propagate(embed(teacher, lab, max_tokens, device, advance), lab_y, unl_embeddings, num_classes, k=k)
 
 
 def refresh_steps(steps: int, refreshes: int) -> list[int]:

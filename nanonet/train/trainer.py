@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from nanonet import __version__
-from nanonet.data.splits import Splits, label_scarce, load_tables
+from nanonet.data.splits import Splits, cap_unlabeled, label_scarce, load_tables
 from nanonet.data.tables import read_table
 from nanonet.data.tokens import BatchStream, Tokenized, padding_share, tokenize
 from nanonet.model.checkpoint import make_student, save_checkpoint
@@ -44,7 +44,7 @@ from nanonet.train.losses import ramp
 from nanonet.train.optim import build_optimizer
 from nanonet.train.peft import set_trainable
 from nanonet.train.profile import Phases, peak_rss_mb, reset_peak_rss, rss_mb
-from nanonet.train.progress import progress_bar
+from nanonet.train.progress import phase_bar, progress_bar
 from nanonet.train.propagation import GraphTargets, changed_share, propagate_from, refresh_steps
 from nanonet.train.selection import Member, choose_student, evaluate_members
 from nanonet.train.state import load_state, save_state
@@ -70,19 +70,20 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
         data = tokenize_splits(args, splits, teacher_src)
     steps = count_steps(args, data, ctx)
     members, backend = build_cohort(args, teacher_src, data.num_classes, ctx)
+    show = progress and ctx.rank == 0  # the bars, on an interactive run's first rank
     with phases("contrastive"):
-        adaptation = adapt(members[0].model, data, args, ctx)
+        adaptation = adapt(members[0].model, data, args, ctx, show)
         if adaptation is not None and args.students_from == "adapted":
             members = rebuild_students(members, teacher_src, data.num_classes)
     with phases("heads"):
         fit_heads(members, data, args, ctx, teacher_fitted=adaptation is not None)
     with phases("propagation"):
-        graph = propagate_labels(members[0].model, data, args, ctx, steps)
+        graph = propagate_labels(members[0].model, data, args, ctx, steps, show)
     cohort, optimizer, scheduler = make_trainable(members, args, steps, ctx)
     run = start_or_resume(Path(args.out), args, cohort, optimizer, scheduler, members, graph, ctx, phases)
     run_steps(run, data, members, cohort, optimizer, scheduler, graph, args, steps, ctx, progress, on_step)
     with phases("test"):
-        results, selection = select_student(members, data, args, ctx)
+        results, selection = select_student(members, data, args, ctx, show)
     report = build_report(args, data, train_texts, graph, run, results, selection, steps, backend, cohort, ctx)
     report["contrastive"] = adaptation
     report["training"]["phases"] = {**phases.rounded(), **run.phases.rounded()}
@@ -146,10 +147,12 @@ class Run:
 
 def draw_splits(args: TrainArgs) -> tuple[Splits, list[str]]:
     """1. data: N labeled examples per class drawn by seed, the rest of train (plus any
-    --unlabeled files) unlabeled, dev and test. Also returns train's texts, for the report's hash."""
+    --unlabeled files) unlabeled (at most --max-unlabeled of it, drawn by seed), dev and
+    test. Also returns train's texts, for the report's hash."""
     tables = load_tables(args.data, args.text_col, args.label_col)
     extra = [t for f in args.unlabeled for t in read_table(f, args.text_col, None).texts]
-    return label_scarce(tables, args.labels_per_class, args.seed, extra, args.dev_per_class), tables["train"].texts
+    splits = label_scarce(tables, args.labels_per_class, args.seed, extra, args.dev_per_class)
+    return cap_unlabeled(splits, args.max_unlabeled, args.seed), tables["train"].texts
 
 
 def tokenize_splits(args: TrainArgs, splits: Splits, teacher_src: Pretrained) -> Data:
@@ -220,7 +223,7 @@ def build_cohort(args: TrainArgs, teacher_src: Pretrained, num_classes: int, ctx
 ADAPTED = "adapted_teacher.safetensors"  # in the run directory: the teacher after its contrastive phase
 
 
-def adapt(teacher: NanoClassifier, data: Data, args: TrainArgs, ctx: dist.Context) -> dict | None:
+def adapt(teacher: NanoClassifier, data: Data, args: TrainArgs, ctx: dist.Context, show: bool = False) -> dict | None:
     """2. the teacher alone adapts to the labels (contrastive.adapt_teacher). Every weight
     changes, and the resume state holds only what the cohort trains, so the adapted teacher
     is saved once in RUN/adapted_teacher.safetensors and a resumed run loads it instead of
@@ -231,19 +234,21 @@ def adapt(teacher: NanoClassifier, data: Data, args: TrainArgs, ctx: dist.Contex
     path = Path(args.out) / ADAPTED
     if args.resume and path.is_file():
         return load_adapted(teacher, path)
-    summary = adapt_teacher(
-        teacher,
-        data.lab,
-        data.lab_y,
-        data.num_classes,
-        args.contrastive_steps,
-        args.contrastive_lr,
-        args.contrastive_temperature,
-        args.contrastive_tokens,
-        args.eval_tokens,
-        args.seed,
-        ctx.device,
-    )
+    with phase_bar(show, "adapt teacher", args.contrastive_steps, "contrastive steps") as advance:
+        summary = adapt_teacher(
+            teacher,
+            data.lab,
+            data.lab_y,
+            data.num_classes,
+            args.contrastive_steps,
+            args.contrastive_lr,
+            args.contrastive_temperature,
+            args.contrastive_tokens,
+            args.eval_tokens,
+            args.seed,
+            ctx.device,
+            advance,
+        )
     dist.broadcast_module(teacher, ctx)
     if ctx.rank == 0:
         save_adapted(teacher, summary, path)
@@ -294,20 +299,21 @@ def fit_heads(members: list[Member], data: Data, args: TrainArgs, ctx: dist.Cont
         fit_member_head(m.model, data.lab, data.lab_y, data.num_classes, args.eval_tokens, ctx.device)
 
 
-def propagate_labels(teacher: NanoClassifier, data: Data, args: TrainArgs, ctx: dist.Context, steps: int) -> Graph:
+def propagate_labels(teacher: NanoClassifier, data: Data, args: TrainArgs, ctx: dist.Context, steps: int, show: bool = False) -> Graph:
     """3. label propagation over the (adapted) teacher's embeddings, computed before any
     training so that a resumed run gets the same targets; off when no loss uses them."""
     if max(args.graph_weight, args.student_graph_weight) <= 0 or not len(data.unl):
         return Graph()
     tic = time.perf_counter()
     unl_embeddings = cached = None
-    if distils_offline(args, data) and teacher_only_steps(args, steps) == 0:
-        # the teacher is final already: one pass gives the graph's embeddings and the students' targets
-        teacher.to(ctx.device)
-        unl_embeddings, cached = embed_and_logits(teacher, data.unl, args.eval_tokens, ctx.device)
-    targets = propagate_from(
-        teacher, data.lab, data.lab_y, data.unl, data.num_classes, args.graph_k, args.eval_tokens, ctx.device, unl_embeddings
-    )
+    with phase_bar(show, "label propagation", len(data.unl) + len(data.lab), "texts") as advance:
+        if distils_offline(args, data) and teacher_only_steps(args, steps) == 0:
+            # the teacher is final already: one pass gives the graph's embeddings and the students' targets
+            teacher.to(ctx.device)
+            unl_embeddings, cached = embed_and_logits(teacher, data.unl, args.eval_tokens, ctx.device, advance)
+        targets = propagate_from(
+            teacher, data.lab, data.lab_y, data.unl, data.num_classes, args.graph_k, args.eval_tokens, ctx.device, unl_embeddings, advance
+        )
     seconds = time.perf_counter() - tic
     refresh_at = set(refresh_steps(steps, args.graph_refreshes))
     return Graph(targets, targets.summary(), seconds, refresh_at=refresh_at, teacher_logits=cached)
@@ -515,26 +521,28 @@ def finish_teacher(
     return cached if cached is not None else logits(teacher.model, data.unl, args.eval_tokens, ctx.device)
 
 
-def select_student(members: list[Member], data: Data, args: TrainArgs, ctx: dist.Context) -> tuple[list[dict], dict]:
+def select_student(members: list[Member], data: Data, args: TrainArgs, ctx: dist.Context, show: bool = False) -> tuple[list[dict], dict]:
     """6. every member back to the state it kept, its test figures, and the student to ship
     (chosen on dev only; see selection.choose_student)."""
     for m in members:
         if m.best_state is not None:
             m.model.load_state_dict(m.best_state, strict=False)
-    results = [
-        {
-            "name": m.name,
-            "layers": m.layers,
-            "view": m.view,
-            "dev": {k: m.best[k] for k in ("accuracy", "macro_f1")},
-            "best_step": m.best["step"],
-            "dev_peak": m.best["peak"],
-            "test": evaluate(m.model, data.test, data.splits.test_ids, data.num_classes, args.eval_tokens, ctx.device),
-            "trainable_parameters": m.trainable,
-            "parameters": m.total,
-        }
-        for m in members
-    ]
+    test_texts = len(data.test) if data.splits.test_ids else 0
+    with phase_bar(show, "test", test_texts * len(members), "texts") as advance:
+        results = [
+            {
+                "name": m.name,
+                "layers": m.layers,
+                "view": m.view,
+                "dev": {k: m.best[k] for k in ("accuracy", "macro_f1")},
+                "best_step": m.best["step"],
+                "dev_peak": m.best["peak"],
+                "test": evaluate(m.model, data.test, data.splits.test_ids, data.num_classes, args.eval_tokens, ctx.device, advance),
+                "trainable_parameters": m.trainable,
+                "parameters": m.total,
+            }
+            for m in members
+        ]
     selection = None
     if ctx.rank == 0:
         # a run that trains on labels only never reads unlabeled text, not even to break a tie

@@ -338,7 +338,19 @@ def _runs() -> list[dict]:
     return json.loads(OUT.read_text())["runs"] if OUT.is_file() else []
 
 
+SET_ORDER = ("ag_news", "hwu64", "yahoo_answers")
+ROW_ORDER = (*PEER_ROWS, *NANONET_ROWS, *DERIVED)
+
+
+def _order(r: dict) -> tuple:
+    """Runs by set, N, row (peers, the supervised rows, NanoNet's) and seed, as the tables read."""
+    where = SET_ORDER.index(r["set"]) if r["set"] in SET_ORDER else len(SET_ORDER)
+    row = ROW_ORDER.index(r["row"]) if r["row"] in ROW_ORDER else len(ROW_ORDER)
+    return where, r["set"], r.get("labels_per_class", 10), row, r["seed"]
+
+
 def _write(results: list[dict]) -> None:
+    results = sorted(results, key=_order)
     atomic_write_text(OUT, json.dumps({"benchmark": "label_scarce", "runs": results, "summary": summarise(results)}, indent=2) + "\n")
 
 

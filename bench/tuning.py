@@ -39,10 +39,13 @@ OUT = HERE / "results" / "tuning.json"
 TUNE_DIRS = HERE.parent / "runs" / "tuning-data"  # built from the data, not committed
 HOLD_OUT_PER_CLASS = 250  # ag_news's tuning set, from its train file
 
-# Each variant is the previous defaults (V1: the cohort trained online with a 30-step
-# teacher warm-up, 2 epochs, random heads, no contrastive phase) plus its changes, named in
-# the order they were tried; "defaults" is TrainArgs as it is now.
+# Each variant is the previous defaults (V1: a cohort of two students trained online with a
+# 30-step teacher warm-up, 2 epochs, random heads, no contrastive phase) plus its changes,
+# named in the order they were tried ("..." continues the row named before it: "... and at
+# least 60 steps" is the two-student defaults, the variants after it change those); "defaults"
+# is TrainArgs as it is now.
 V1 = dict(
+    students=2,
     contrastive_steps=0,
     fit_heads=False,
     distill="online",
@@ -56,6 +59,7 @@ CONTRASTIVE = dict(contrastive_steps=40)
 HEADS = dict(fit_heads=True)
 OFFLINE_ADAPTED = dict(distill="offline", students_from="adapted")
 FAST = dict(teacher_warmup_steps=0, epochs=1.0, labeled_tokens=1024)
+ONE_135 = dict(students=1, student_layers=[[1, 3, 5]])
 VARIANTS: dict[str, dict] = {
     "v1": V1,
     "v1 +heads": {**V1, **HEADS},
@@ -75,6 +79,37 @@ VARIANTS: dict[str, dict] = {
     },
     "... no warm-up, 1 epoch, 1024 labeled tokens": {**V1, **CONTRASTIVE, **HEADS, **OFFLINE_ADAPTED, **FAST},
     "... and at least 60 steps": {**V1, **CONTRASTIVE, **HEADS, **OFFLINE_ADAPTED, **FAST, "min_steps": 60},
+    "... and one student": {**V1, **CONTRASTIVE, **HEADS, **OFFLINE_ADAPTED, **FAST, "min_steps": 60, "students": 1},
+    "... one student of layers 1,3,5": {**V1, **CONTRASTIVE, **HEADS, **OFFLINE_ADAPTED, **FAST, "min_steps": 60, **ONE_135},
+    "... two students on 2048-token unlabeled batches, half an epoch": {
+        **V1,
+        **CONTRASTIVE,
+        **HEADS,
+        **OFFLINE_ADAPTED,
+        **FAST,
+        "min_steps": 60,
+        "unlabeled_tokens": 2048,
+        "epochs": 0.5,
+    },
+    "... one student, 20 contrastive steps": {
+        **V1,
+        **HEADS,
+        **OFFLINE_ADAPTED,
+        **FAST,
+        "min_steps": 60,
+        "students": 1,
+        "contrastive_steps": 20,
+    },
+    "... one student, 2000 unlabeled texts, 20 contrastive steps": {
+        **V1,
+        **HEADS,
+        **OFFLINE_ADAPTED,
+        **FAST,
+        "min_steps": 60,
+        "students": 1,
+        "contrastive_steps": 20,
+        "max_unlabeled": 2000,
+    },
     "defaults": {},
 }
 RENAMED = {  # names the first runs were recorded under

@@ -42,6 +42,7 @@ from _paths import portable  # noqa: E402  (bench/_paths.py, beside this file)
 
 from nanonet.data.splits import Splits, label_scarce, load_tables  # noqa: E402
 from nanonet.runtimes.fsutil import atomic_write_text  # noqa: E402
+from nanonet.train.args import SUPERVISED_ONLY  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -49,19 +50,9 @@ DATA = ROOT.parent / "shared" / "data"
 OUT = HERE / "results" / "label_scarce.json"
 BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
 
-SUPERVISED = dict(
-    kd_weight=0.0,
-    mutual_weight=0.0,
-    self_train_weight=0.0,
-    graph_weight=0.0,
-    student_graph_weight=0.0,
-    teacher_warmup_steps=0,
-    contrastive_steps=0,
-    fit_heads=False,
-)
 NANONET_ROWS = {
-    "teacher, supervised only (all parameters)": dict(students=1, trainable="all", teacher_trainable="all", **SUPERVISED),
-    "student 0,2,4, supervised only (bias)": dict(students=1, student_layers=[[0, 2, 4]], **SUPERVISED),
+    "teacher, supervised only (all parameters)": dict(students=1, trainable="all", teacher_trainable="all", **SUPERVISED_ONLY),
+    "student 0,2,4, supervised only (bias)": dict(students=1, student_layers=[[0, 2, 4]], **SUPERVISED_ONLY),
     "NanoNet chosen student (bias)": dict(),
 }
 PEER_ROWS = {

@@ -59,7 +59,6 @@ CONTRASTIVE = dict(contrastive_steps=40)
 HEADS = dict(fit_heads=True)
 OFFLINE_ADAPTED = dict(distill="offline", students_from="adapted")
 FAST = dict(teacher_warmup_steps=0, epochs=1.0, labeled_tokens=1024)
-ONE_135 = dict(students=1, student_layers=[[1, 3, 5]])
 VARIANTS: dict[str, dict] = {
     "v1": V1,
     "v1 +heads": {**V1, **HEADS},
@@ -80,7 +79,16 @@ VARIANTS: dict[str, dict] = {
     "... no warm-up, 1 epoch, 1024 labeled tokens": {**V1, **CONTRASTIVE, **HEADS, **OFFLINE_ADAPTED, **FAST},
     "... and at least 60 steps": {**V1, **CONTRASTIVE, **HEADS, **OFFLINE_ADAPTED, **FAST, "min_steps": 60},
     "... and one student": {**V1, **CONTRASTIVE, **HEADS, **OFFLINE_ADAPTED, **FAST, "min_steps": 60, "students": 1},
-    "... one student of layers 1,3,5": {**V1, **CONTRASTIVE, **HEADS, **OFFLINE_ADAPTED, **FAST, "min_steps": 60, **ONE_135},
+    "... one student of layers 1,3,5": {
+        **V1,
+        **CONTRASTIVE,
+        **HEADS,
+        **OFFLINE_ADAPTED,
+        **FAST,
+        "min_steps": 60,
+        "students": 1,
+        "student_layers": [[1, 3, 5]],
+    },
     "... two students on 2048-token unlabeled batches, half an epoch": {
         **V1,
         **CONTRASTIVE,

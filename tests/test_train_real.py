@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 
 from nanonet.model import load_checkpoint, pack_sequences  # noqa: E402
 from nanonet.train import TrainArgs, train  # noqa: E402
+from nanonet.train.args import SUPERVISED_ONLY  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ag_news_sample"
 
@@ -20,18 +21,7 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "ag_news_sample"
 # train texts unlabeled; a short run: 40 steps of about 20 texts each, texts cut at 64 tokens
 SHORT = dict(labels_per_class=10, seed=1, steps=40, eval_every=20, max_length=64, labeled_tokens=1024, unlabeled_tokens=1024, threads=2)
 # bench/label_scarce.py's "student 0,2,4, supervised only" row: one student, no unlabeled text
-SUPERVISED = dict(
-    students=1,
-    student_layers=[[0, 2, 4]],
-    kd_weight=0.0,
-    mutual_weight=0.0,
-    self_train_weight=0.0,
-    graph_weight=0.0,
-    student_graph_weight=0.0,
-    teacher_warmup_steps=0,
-    contrastive_steps=0,
-    fit_heads=False,
-)
+SUPERVISED = dict(students=1, student_layers=[[0, 2, 4]], **SUPERVISED_ONLY)
 
 
 def _right(ckpt_dir: Path, rows: list[dict], max_length: int) -> list[bool]:

@@ -11,6 +11,18 @@ from dataclasses import dataclass, field
 from nanonet.runtimes.errors import NanonetError
 
 TRAINABLE = ("bias", "bias+norm", "all")
+# TrainArgs overrides for a run that learns from the labels alone: no term reads unlabeled
+# text, no contrastive phase, random heads (the benchmark's and the tests' baseline)
+SUPERVISED_ONLY = dict(
+    kd_weight=0.0,
+    mutual_weight=0.0,
+    self_train_weight=0.0,
+    graph_weight=0.0,
+    student_graph_weight=0.0,
+    teacher_warmup_steps=0,
+    contrastive_steps=0,
+    fit_heads=False,
+)
 VIEWS = ("cutoff", "noise", "dropout")
 
 

@@ -81,7 +81,7 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
         graph = propagate_labels(members[0].model, data, args, ctx, steps, show)
     cohort, optimizer, scheduler = make_trainable(members, args, steps, ctx)
     run = start_or_resume(Path(args.out), args, cohort, optimizer, scheduler, members, graph, ctx, phases)
-    run_steps(run, data, members, cohort, optimizer, scheduler, graph, args, steps, ctx, progress, on_step)
+    run_steps(run, data, members, cohort, optimizer, scheduler, graph, args, steps, ctx, show, on_step)
     with phases("test"):
         results, selection = select_student(members, data, args, ctx, show)
     report = build_report(args, data, train_texts, graph, run, results, selection, steps, backend, cohort, ctx)
@@ -440,12 +440,12 @@ def run_steps(
     args: TrainArgs,
     steps: int,
     ctx: dist.Context,
-    progress: bool,
+    show: bool,
     on_step: Callable[[int], None] | None,
 ) -> None:
     """5. the optimizer steps, with a dev evaluation and the resume state every --eval-every steps."""
     model = dist.wrap(cohort, ctx)
-    bar = progress_bar(progress and ctx.rank == 0, steps, run.start)
+    bar = progress_bar(show, steps, run.start)
     warmup = teacher_only_steps(args, steps)
     tic, seconds_before = time.perf_counter(), run.seconds
     try:

@@ -59,6 +59,7 @@ CONTRASTIVE = dict(contrastive_steps=40)
 HEADS = dict(fit_heads=True)
 OFFLINE_ADAPTED = dict(distill="offline", students_from="adapted")
 FAST = dict(teacher_warmup_steps=0, epochs=1.0, labeled_tokens=1024)
+ONE_STUDENT = {**V1, **CONTRASTIVE, **HEADS, **OFFLINE_ADAPTED, **FAST, "min_steps": 60, "students": 1}
 VARIANTS: dict[str, dict] = {
     "v1": V1,
     "v1 +heads": {**V1, **HEADS},
@@ -117,6 +118,13 @@ VARIANTS: dict[str, dict] = {
         "students": 1,
         "contrastive_steps": 20,
         "max_unlabeled": 2000,
+    },
+    "... one student, 4096-token contrastive batches": {**ONE_STUDENT, "contrastive_tokens": 4096},
+    "... one student, texts cut at 128 tokens": {**ONE_STUDENT, "max_length": 128},
+    "... one student, texts cut at 128 tokens, 4096-token contrastive batches": {
+        **ONE_STUDENT,
+        "max_length": 128,
+        "contrastive_tokens": 4096,
     },
     "defaults": {},
 }

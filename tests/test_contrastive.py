@@ -93,3 +93,50 @@ def test_resume_with_the_contrastive_phase_is_bitwise_equal(tiny_data, tiny_bert
     whole, resumed = interrupted_then_resumed(tiny_data, tiny_bert_dir, tmp_path, 6, contrastive_steps=6, contrastive_lr=1e-3)
     assert comparable(resumed) == comparable(whole)
     assert same_files(tmp_path / "cut", tmp_path / "whole", "student/model.safetensors", "teacher/model.safetensors")
+
+
+def _tiny_phase(tiny_bert_dir, labels: list[int]):
+    """A tiny teacher and a labeled set of one short text per label."""
+    import numpy as np
+
+    from nanonet.data.tokens import Tokenized
+    from nanonet.model import NanoClassifier
+
+    teacher = NanoClassifier(load_pretrained(str(tiny_bert_dir)).encoder, max(labels) + 1)
+    ids = np.array([[2, 5 + i, 6 + i, 3] for i in range(len(labels))], np.int32).ravel()
+    lab = Tokenized(ids, np.arange(0, 4 * len(labels) + 1, 4, dtype=np.int64))
+    return teacher, lab, torch.tensor(labels)
+
+
+def _adapt(teacher, lab, y, steps: int):
+    from nanonet.train.contrastive import adapt_teacher
+
+    return adapt_teacher(teacher, lab, y, int(y.max()) + 1, steps, 1e-3, 0.1, 4096, 4096, 0, torch.device("cpu"))
+
+
+def test_steps_without_a_pair_leave_the_teacher_as_it_was_and_warn_of_nothing(tiny_bert_dir):
+    import warnings
+
+    teacher, lab, y = _tiny_phase(tiny_bert_dir, [0, 1, 2, 3])  # one text per class: no batch holds a pair
+    before = {k: v.clone() for k, v in teacher.encoder.state_dict().items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. torch's "lr_scheduler.step() before optimizer.step()"
+        summary = _adapt(teacher, lab, y, steps=5)
+    assert summary["skipped_without_pairs"] == 5
+    assert all(torch.equal(before[k], v) for k, v in teacher.encoder.state_dict().items())
+
+
+def test_the_learning_rate_warms_up_over_a_tenth_of_the_steps_then_decays_to_zero(tiny_bert_dir, monkeypatch):
+    used = []
+    step = torch.optim.AdamW.step
+
+    def recording(self, *a, **k):
+        used.append(self.param_groups[0]["lr"])
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording)
+    teacher, lab, y = _tiny_phase(tiny_bert_dir, [0, 0, 1, 1])
+    _adapt(teacher, lab, y, steps=20)
+    # 20 steps: 2 of warm-up (half, then all of 1e-3), then down by 1/18 a step from 18/18
+    expected = [0.5e-3, 1e-3] + [1e-3 * (18 - j) / 18 for j in range(18)]
+    assert used == pytest.approx(expected)

@@ -564,3 +564,35 @@ def test_min_steps_raises_a_short_epoch_count(tiny_data, tiny_bert_dir, tmp_path
         tiny_args(tiny_data, tmp_path / "more", tiny_bert_dir, steps=None, epochs=1.0, min_steps=30, eval_every=50), progress=False
     )
     assert more["training"]["steps"] == 30
+
+
+def test_max_length_cuts_training_and_what_ships_alike(tiny_data, tiny_bert_dir, tmp_path):
+    from tokenizers import Tokenizer
+
+    from nanonet.model import pack_sequences
+    from nanonet.train.evaluate import evaluate_checkpoint
+
+    assert load_pretrained(str(tiny_bert_dir)).encoder.config.max_length > 8
+    report = train(tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, **LEARNING, max_length=8), progress=False)
+    assert report["data"]["max_length"] == 8
+    chosen = report["students"][report["chosen_student"]]
+    ckpt = load_checkpoint(tmp_path / "run" / "student")
+    assert ckpt.model.config.max_length == 8  # export and the runtime truncate from this
+    # the run's test accuracy is that of the texts cut to 8 tokens, computed here ...
+    rows = [json.loads(line) for line in (tiny_data / "test.jsonl").read_text().splitlines()]
+    tok = Tokenizer.from_file(str(tmp_path / "run" / "student" / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(8)
+    with torch.no_grad():
+        logits = ckpt.model.eval()(pack_sequences([e.ids for e in tok.encode_batch([r["text"] for r in rows])]))
+    cut = sum(ckpt.labels[p] == r["label"] for p, r in zip(logits.argmax(-1).tolist(), rows)) / len(rows)
+    assert chosen["test"]["accuracy"] == pytest.approx(cut, abs=1e-9)
+    # ... and what `nanonet eval` gives the saved student afterwards
+    assert evaluate_checkpoint(str(tmp_path / "run" / "student"), str(tiny_data / "test.jsonl"))["accuracy"] == pytest.approx(cut, abs=1e-9)
+
+
+def test_the_default_max_length_never_exceeds_the_teachers(tiny_data, tiny_bert_dir, tmp_path):
+    own = load_pretrained(str(tiny_bert_dir)).encoder.config.max_length
+    assert own < TrainArgs.max_length  # the tiny teacher's 64 positions, below the default 128
+    report = train(tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, steps=2), progress=False)
+    assert report["data"]["max_length"] == own == load_checkpoint(tmp_path / "run" / "student").model.config.max_length

@@ -38,6 +38,9 @@ def train(
     ),
     text_col: str = typer.Option("text", "--text-col"),
     label_col: str = typer.Option("label", "--label-col"),
+    max_length: int = typer.Option(
+        128, "--max-length", help="Truncate texts to L tokens, in training and in what ships (at most the teacher's max length)."
+    ),
     students: int = typer.Option(1, "--students", help="K students in the cohort (2 or more: mutual learning, and the best ships)."),
     student_layers: Optional[str] = typer.Option(None, "--student-layers", help="Teacher layers per student, e.g. 0,2,4/1,3,5."),
     trainable: str = typer.Option("bias", "--trainable", help="What the students train: bias | bias+norm | all"),
@@ -87,6 +90,7 @@ def train(
         max_unlabeled=max_unlabeled,
         text_col=text_col,
         label_col=label_col,
+        max_length=max_length,
         students=students,
         student_layers=_layer_sets(student_layers),
         trainable=trainable,

@@ -128,8 +128,10 @@ class TrainArgs:
     """Token budget of evaluation batches."""
     attention: str = "auto"
     """Attention backend: auto, flash, torch_varlen, sdpa, reference."""
-    max_length: int | None = None
-    """Truncate texts to this many tokens (default: the teacher's max length)."""
+    max_length: int = 128
+    """Truncate texts to this many tokens, in training and in what ships (at most the
+    teacher's own max length, 256 for the default teacher). On yahoo_answers' long texts 128
+    was better on dev than 256 and cost half the time (docs/tuning.md)."""
     resume: bool = False
     """Continue from the run directory's last saved state."""
     threads: int | None = None
@@ -194,6 +196,8 @@ class TrainArgs:
             raise bad("contrastive_temperature", "must be > 0")
         if self.eval_every < 1:
             raise bad("eval_every", "must be >= 1")
+        if self.max_length < 3:
+            raise bad("max_length", "must be >= 3 (a token between [CLS] and [SEP])")
         for name in ("labeled_tokens", "unlabeled_tokens", "eval_tokens", "contrastive_tokens"):
             if getattr(self, name) < 16:
                 raise bad(name, "must be >= 16")

@@ -76,9 +76,6 @@ def adapt_teacher(
         p.requires_grad_(True)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     warm = max(1, steps // 10)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / warm if s < warm else max(0.0, (steps - s) / max(1, steps - warm))
-    )
     stream = BatchStream(lab.lengths, max_tokens, seed, CONTRASTIVE_SALT)
     losses, skipped = [], 0
     for k in range(steps):
@@ -86,7 +83,6 @@ def adapt_teacher(
         y = lab_y[torch.as_tensor(rows)]
         if len(torch.unique(y)) == len(y):  # no same-class pair: nothing to learn, and weight decay would still move every weight
             skipped += 1
-            scheduler.step()
             if advance:
                 advance(1)
             continue
@@ -95,8 +91,9 @@ def adapt_teacher(
             loss = supervised_contrastive(teacher.embed(batch), y.to(device), temperature)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        for group in optimizer.param_groups:  # the schedule counts skipped steps too
+            group["lr"] = lr * ((k + 1) / warm if k < warm else max(0.0, (steps - k) / max(1, steps - warm)))
         optimizer.step()
-        scheduler.step()
         losses.append(float(loss.detach()))
         if advance:
             advance(1)

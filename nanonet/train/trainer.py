@@ -67,6 +67,7 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
     with phases("data"):
         splits, train_texts = draw_splits(args)
         teacher_src = load_pretrained(args.teacher)
+        cap_length(teacher_src, args.max_length)
         data = tokenize_splits(args, splits, teacher_src)
     steps = count_steps(args, data, ctx)
     members, backend = build_cohort(args, teacher_src, data.num_classes, ctx)
@@ -115,6 +116,7 @@ class Data:
     lab_stream: BatchStream
     unl_stream: BatchStream
     uses_unlabeled: bool  # False for supervised-only runs, which never touch unlabeled text
+    max_length: int  # every text was cut to this many tokens
 
     @property
     def num_classes(self) -> int:
@@ -155,9 +157,17 @@ def draw_splits(args: TrainArgs) -> tuple[Splits, list[str]]:
     return cap_unlabeled(splits, args.max_unlabeled, args.seed), tables["train"].texts
 
 
+def cap_length(teacher_src: Pretrained, max_length: int) -> None:
+    """The teacher's max length becomes --max-length where that is shorter; every member
+    copies its config, so the checkpoints, the export and the runtime truncate where
+    training did."""
+    config = teacher_src.encoder.config
+    config.max_length = min(config.max_length, max_length)
+
+
 def tokenize_splits(args: TrainArgs, splits: Splits, teacher_src: Pretrained) -> Data:
     """1. data: every split tokenized once; labeled and unlabeled batches by token budget."""
-    max_length = args.max_length or teacher_src.encoder.config.max_length
+    max_length = teacher_src.encoder.config.max_length
 
     def tok(texts: list[str]) -> Tokenized:
         return tokenize(texts, teacher_src.tokenizer_file, max_length)
@@ -185,6 +195,7 @@ def tokenize_splits(args: TrainArgs, splits: Splits, teacher_src: Pretrained) ->
         lab_stream=BatchStream(lab.lengths, args.labeled_tokens, args.seed, LAB_SALT),
         unl_stream=BatchStream(unl.lengths, args.unlabeled_tokens, args.seed, UNL_SALT),
         uses_unlabeled=uses_unlabeled,
+        max_length=max_length,
     )
 
 
@@ -579,6 +590,7 @@ def build_report(
             "labels": splits.labels,
             "labeled_sha256": _digest(splits.labeled_texts, splits.labeled_ids),
             "train_sha256": _digest(train_texts),
+            "max_length": data.max_length,
             "propagation": propagation,
         },
         "teacher": results[0],

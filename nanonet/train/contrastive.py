@@ -27,6 +27,7 @@ from nanonet.data.tokens import BatchStream, Tokenized
 from nanonet.model.encoder import NanoClassifier
 from nanonet.train.evaluate import autocast
 from nanonet.train.heads import fit_member_head
+from nanonet.train.optim import warmup_then_decay
 from nanonet.train.progress import Advance
 from nanonet.train.views import packed_rows
 
@@ -83,18 +84,16 @@ def adapt_teacher(
         y = lab_y[torch.as_tensor(rows)]
         if len(torch.unique(y)) == len(y):  # no same-class pair: nothing to learn, and weight decay would still move every weight
             skipped += 1
-            if advance:
-                advance(1)
-            continue
-        batch = packed_rows(lab, rows).to(device)
-        with autocast(device):
-            loss = supervised_contrastive(teacher.embed(batch), y.to(device), temperature)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        for group in optimizer.param_groups:  # the schedule counts skipped steps too
-            group["lr"] = lr * ((k + 1) / warm if k < warm else max(0.0, (steps - k) / max(1, steps - warm)))
-        optimizer.step()
-        losses.append(float(loss.detach()))
+        else:
+            batch = packed_rows(lab, rows).to(device)
+            with autocast(device):
+                loss = supervised_contrastive(teacher.embed(batch), y.to(device), temperature)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            for group in optimizer.param_groups:  # the schedule counts skipped steps too
+                group["lr"] = lr * warmup_then_decay(k, warm, steps)
+            optimizer.step()
+            losses.append(float(loss.detach()))
         if advance:
             advance(1)
     for p, w in zip(params, was):

@@ -30,10 +30,12 @@ def build_optimizer(cohort: Cohort, args: TrainArgs, steps: int) -> tuple[torch.
     ]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=args.weight_decay)
     warm = max(1, int(args.warmup * steps))
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_then_decay(s, warm, steps))
 
-    def schedule(s: int) -> float:
-        if s < warm:
-            return (s + 1) / warm
-        return max(0.0, (steps - s) / max(1, steps - warm))
 
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+def warmup_then_decay(step: int, warm: int, steps: int) -> float:
+    """The learning-rate factor of step `step` (from 0): linear warm-up over `warm` steps,
+    then linear decay to 0 at `steps`."""
+    if step < warm:
+        return (step + 1) / warm
+    return max(0.0, (steps - step) / max(1, steps - warm))

@@ -54,6 +54,7 @@ V1 = dict(
     epochs=2.0,
     labeled_tokens=2048,
     min_steps=0,
+    max_length=256,  # the teacher's own limit, the default until texts were cut at 128 tokens
 )
 CONTRASTIVE = dict(contrastive_steps=40)
 HEADS = dict(fit_heads=True)
@@ -127,6 +128,8 @@ VARIANTS: dict[str, dict] = {
         "contrastive_tokens": 4096,
     },
     "defaults": {},
+    "defaults, teacher's head refitted on half of each class's propagated labels": {"pseudo_head_share": 0.5},
+    "defaults, teacher's head refitted on all propagated labels": {"pseudo_head_share": 1.0},
 }
 RENAMED = {  # names the first runs were recorded under
     "no-contrastive": "v1",

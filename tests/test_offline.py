@@ -128,14 +128,15 @@ DEFAULTS = dict(
 )
 
 
-def test_the_default_shape_trains_and_resumes_bitwise(tiny_data, tiny_bert_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("extra", [{}, {"pseudo_head_share": 0.5}])  # and with the teacher's head refitted on pseudo-labels
+def test_the_default_shape_trains_and_resumes_bitwise(tiny_data, tiny_bert_dir, tmp_path, monkeypatch, extra):
     def no_second_adaptation(*args, **kwargs):
         raise AssertionError("a resumed run adapted the teacher again instead of loading it")
 
     def patch() -> None:
         monkeypatch.setattr("nanonet.train.trainer.adapt_teacher", no_second_adaptation)
 
-    whole, resumed = interrupted_then_resumed(tiny_data, tiny_bert_dir, tmp_path, 6, before_resume=patch, **DEFAULTS)
+    whole, resumed = interrupted_then_resumed(tiny_data, tiny_bert_dir, tmp_path, 6, before_resume=patch, **DEFAULTS, **extra)
     assert comparable(resumed) == comparable(whole)
     assert same_files(tmp_path / "cut", tmp_path / "whole", "student/model.safetensors")
     assert (tmp_path / "whole" / "adapted_teacher.safetensors").is_file()
@@ -143,3 +144,29 @@ def test_the_default_shape_trains_and_resumes_bitwise(tiny_data, tiny_bert_dir, 
     student = load_checkpoint(tmp_path / "whole" / "student").model
     for j, layer in enumerate(student.config.layer_ids):  # adapted students: the adapted teacher's weights
         assert torch.equal(student.encoder.state_dict()[f"layers.{j}.fc1.weight"], teacher[f"layers.{layer}.fc1.weight"])
+
+
+def test_a_head_refitted_on_pseudo_labels_is_what_teaches(tiny_data, tiny_bert_dir, tmp_path, monkeypatch):
+    import nanonet.train.trainer as trainer
+
+    taught = {}
+    finish = trainer.finish_teacher
+
+    def record(*args, **kwargs):
+        taught["logits"] = finish(*args, **kwargs)
+        return taught["logits"]
+
+    monkeypatch.setattr(trainer, "finish_teacher", record)
+    plain = train(tiny_args(tiny_data, tmp_path / "plain", tiny_bert_dir, **DEFAULTS), progress=False)
+    refit = train(tiny_args(tiny_data, tmp_path / "refit", tiny_bert_dir, pseudo_head_share=0.5, **DEFAULTS), progress=False)
+    assert "pseudo_head_labels" not in plain["data"]["propagation"] and refit["data"]["propagation"]["pseudo_head_labels"] > 0
+    heads = [load_checkpoint(tmp_path / run / "teacher").model.head.weight for run in ("plain", "refit")]
+    assert not torch.allclose(*heads)  # the refit changed the teacher's head
+    # the students' cached targets are the saved (refitted) teacher's own logits on the unlabeled pool
+    teacher = load_checkpoint(tmp_path / "refit" / "teacher").model
+    args = tiny_args(tiny_data, tmp_path / "x", tiny_bert_dir, **DEFAULTS)
+    src = load_pretrained(str(tiny_bert_dir))
+    splits, _ = trainer.draw_splits(args)
+    unlabeled = tokenize(splits.unlabeled_texts, src.tokenizer_file, teacher.config.max_length)
+    live = logits(teacher, unlabeled, 64, torch.device("cpu"))
+    torch.testing.assert_close(taught["logits"], live, atol=1e-4, rtol=1e-4)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from nanonet.train import losses
-from nanonet.train.propagation import knn_graph, propagate
+from nanonet.train.propagation import GraphTargets, knn_graph, most_certain_per_class, propagate
 
 
 def clusters(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,3 +55,30 @@ def test_propagated_loss():
     assert losses.propagated(mixed, probs, torch.tensor([0.0, 1.0])) < 1e-3
     # nearly uncertain rows pull little: the weights' sum is floored at 1
     assert losses.propagated(-right, probs, torch.full((2,), 1e-3)) < 0.05
+
+
+def test_most_certain_per_class_keeps_each_classs_own_share():
+    # class 0 (rows 0-3) is certain, class 1 (rows 4-7) is not: one threshold for all would
+    # keep class 0 only; each class keeps its own most certain half
+    probs = torch.tensor([[0.9, 0.1]] * 4 + [[0.4, 0.6]] * 4)
+    weights = torch.tensor([0.9, 0.5, 0.8, 0.7, 0.10, 0.30, 0.20, 0.05])
+    rows, labels = most_certain_per_class(GraphTargets(probs, weights), 0.5)
+    assert rows.tolist() == [0, 2, 5, 6]
+    assert labels.tolist() == [0, 0, 1, 1]
+
+
+def test_most_certain_per_class_keeps_one_of_a_small_class_and_all_at_share_one():
+    probs = torch.tensor([[0.9, 0.1, 0.0]] * 5 + [[0.1, 0.1, 0.8]])  # class 1 predicted nowhere, class 2 once
+    weights = torch.tensor([0.5, 0.4, 0.3, 0.2, 0.1, 0.05])
+    rows, labels = most_certain_per_class(GraphTargets(probs, weights), 0.1)
+    assert rows.tolist() == [0, 5] and labels.tolist() == [0, 2]
+    rows, _ = most_certain_per_class(GraphTargets(probs, weights), 1.0)
+    assert rows.tolist() == list(range(6))
+
+
+def test_most_certain_per_class_never_keeps_a_text_the_graph_did_not_reach():
+    # an unreached text has a uniform distribution (argmax: class 0) and weight 0
+    probs = torch.tensor([[0.5, 0.5], [0.2, 0.8], [0.5, 0.5]])
+    weights = torch.tensor([0.0, 0.6, 0.0])
+    rows, labels = most_certain_per_class(GraphTargets(probs, weights), 1.0)
+    assert rows.tolist() == [1] and labels.tolist() == [1]

@@ -108,6 +108,8 @@ class TrainArgs:
     """Neighbours per text in the label-propagation graph."""
     graph_refreshes: int = 0
     """Times label propagation reruns on the teacher's current embeddings, evenly spaced over training (0: the pretrained graph throughout)."""
+    pseudo_head_share: float = 0.0
+    """After label propagation, the teacher's head is refitted on the labels plus this share of each class's most certain propagated labels, before it teaches (0: the head stays fitted on the labels alone)."""
     confidence: float = 0.9
     """Probability a teacher prediction needs to become a pseudo-label for self-training."""
     mutual_weight: float = 1.0
@@ -190,6 +192,13 @@ class TrainArgs:
             raise bad("graph_k", "must be >= 1")
         if self.graph_refreshes < 0:
             raise bad("graph_refreshes", "must be >= 0")
+        if not 0 <= self.pseudo_head_share <= 1:
+            raise bad("pseudo_head_share", "must be in [0, 1]")
+        if self.pseudo_head_share > 0 and max(self.graph_weight, self.student_graph_weight) <= 0:
+            raise bad(
+                "pseudo_head_share",
+                "takes its pseudo-labels from label propagation, which --graph-weight 0 and --student-graph-weight 0 turn off",
+            )
         if self.contrastive_steps < 0:
             raise bad("contrastive_steps", "must be >= 0")
         if self.contrastive_temperature <= 0:

@@ -109,6 +109,24 @@ def propagate_from(
     return propagate(embed(teacher, lab, max_tokens, device, advance), lab_y, unl_embeddings, num_classes, k=k)
 
 
+def most_certain_per_class(targets: GraphTargets, share: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pseudo-labels: within each class (the propagated label's argmax), the `share` of its
+    texts the graph is most certain of (rounded, at least one per class that has any). A threshold per
+    class, not one for all, so that a class the graph is less sure of still gets its share
+    (as the per-class thresholds of FreeMatch and SoftMatch do). Returns (rows, labels),
+    rows in ascending order. A text the graph never reached (weight 0) is never kept."""
+    pseudo = targets.probs.argmax(-1)
+    reached = targets.weights > 0
+    kept = []
+    for c in pseudo[reached].unique():
+        rows = ((pseudo == c) & reached).nonzero().squeeze(-1)
+        n = max(1, round(share * len(rows)))
+        order = torch.sort(targets.weights[rows], descending=True, stable=True).indices
+        kept.append(rows[order[:n]])
+    rows = torch.sort(torch.cat(kept)).values if kept else torch.empty(0, dtype=torch.long)
+    return rows, pseudo[rows]
+
+
 def refresh_steps(steps: int, refreshes: int) -> list[int]:
     """The steps before which label propagation reruns: `refreshes` points evenly spaced
     inside the run (1 refresh in 146 steps: before step 73, after the first of 2 epochs)."""

@@ -38,14 +38,14 @@ from nanonet.train import distributed as dist
 from nanonet.train.args import TrainArgs
 from nanonet.train.cohort import Cohort, StepInputs
 from nanonet.train.contrastive import adapt_teacher
-from nanonet.train.evaluate import autocast, embed_and_logits, evaluate, logits
-from nanonet.train.heads import fit_member_head
+from nanonet.train.evaluate import autocast, embed, embed_and_logits, evaluate, logits
+from nanonet.train.heads import fit_head, fit_member_head
 from nanonet.train.losses import ramp
 from nanonet.train.optim import build_optimizer
 from nanonet.train.peft import set_trainable
 from nanonet.train.profile import Phases, peak_rss_mb, reset_peak_rss, rss_mb
 from nanonet.train.progress import phase_bar, progress_bar
-from nanonet.train.propagation import GraphTargets, changed_share, propagate_from, refresh_steps
+from nanonet.train.propagation import GraphTargets, changed_share, most_certain_per_class, propagate, propagate_from, refresh_steps
 from nanonet.train.selection import Member, choose_student, evaluate_members
 from nanonet.train.state import load_state, save_state
 from nanonet.train.views import cutoff, packed_rows
@@ -312,22 +312,35 @@ def fit_heads(members: list[Member], data: Data, args: TrainArgs, ctx: dist.Cont
 
 def propagate_labels(teacher: NanoClassifier, data: Data, args: TrainArgs, ctx: dist.Context, steps: int, show: bool = False) -> Graph:
     """3. label propagation over the (adapted) teacher's embeddings, computed before any
-    training so that a resumed run gets the same targets; off when no loss uses them."""
+    training so that a resumed run gets the same targets; off when no loss uses them. With
+    --pseudo-head-share the teacher's head is then refitted on the labels and the most
+    certain propagated labels."""
     if max(args.graph_weight, args.student_graph_weight) <= 0 or not len(data.unl):
         return Graph()
     tic = time.perf_counter()
-    unl_embeddings = cached = None
+    cached = None
+    teacher.to(ctx.device)
     with phase_bar(show, "label propagation", len(data.unl) + len(data.lab), "texts") as advance:
         if distils_offline(args, data) and teacher_only_steps(args, steps) == 0:
             # the teacher is final already: one pass gives the graph's embeddings and the students' targets
-            teacher.to(ctx.device)
             unl_embeddings, cached = embed_and_logits(teacher, data.unl, args.eval_tokens, ctx.device, advance)
-        targets = propagate_from(
-            teacher, data.lab, data.lab_y, data.unl, data.num_classes, args.graph_k, args.eval_tokens, ctx.device, unl_embeddings, advance
-        )
+        else:
+            unl_embeddings = embed(teacher, data.unl, args.eval_tokens, ctx.device, advance)
+        lab_embeddings = embed(teacher, data.lab, args.eval_tokens, ctx.device, advance)
+    targets = propagate(lab_embeddings, data.lab_y, unl_embeddings, data.num_classes, k=args.graph_k)
+    summary = targets.summary()
+    if args.pseudo_head_share > 0:
+        rows, pseudo = most_certain_per_class(targets, args.pseudo_head_share)
+        x, y = torch.cat([lab_embeddings, unl_embeddings[rows]]), torch.cat([data.lab_y, pseudo])
+        fit_head(teacher, x, y, data.num_classes)
+        dist.broadcast_module(teacher.head, ctx)  # every rank distils from rank 0's head
+        summary["pseudo_head_labels"] = len(rows)
+        if cached is not None:
+            with torch.no_grad(), autocast(ctx.device):  # as embed_and_logits ran the head
+                cached = teacher.head(unl_embeddings.to(ctx.device)).float().cpu()
     seconds = time.perf_counter() - tic
     refresh_at = set(refresh_steps(steps, args.graph_refreshes))
-    return Graph(targets, targets.summary(), seconds, refresh_at=refresh_at, teacher_logits=cached)
+    return Graph(targets, summary, seconds, refresh_at=refresh_at, teacher_logits=cached)
 
 
 def refresh_graph(graph: Graph, teacher: NanoClassifier, data: Data, args: TrainArgs, ctx: dist.Context, step: int) -> None:

@@ -38,14 +38,14 @@ from nanonet.train import distributed as dist
 from nanonet.train.args import TrainArgs
 from nanonet.train.cohort import Cohort, StepInputs
 from nanonet.train.contrastive import adapt_teacher
-from nanonet.train.evaluate import autocast, embed, embed_and_logits, evaluate, logits
+from nanonet.train.evaluate import autocast, embed_and_logits, evaluate, logits
 from nanonet.train.heads import fit_head, fit_member_head
 from nanonet.train.losses import ramp
 from nanonet.train.optim import build_optimizer
 from nanonet.train.peft import set_trainable
 from nanonet.train.profile import Phases, peak_rss_mb, reset_peak_rss, rss_mb
 from nanonet.train.progress import phase_bar, progress_bar
-from nanonet.train.propagation import GraphTargets, changed_share, most_certain_per_class, propagate, propagate_from, refresh_steps
+from nanonet.train.propagation import GraphTargets, changed_share, most_certain_per_class, propagate_from, refresh_steps
 from nanonet.train.selection import Member, choose_student, evaluate_members
 from nanonet.train.state import load_state, save_state
 from nanonet.train.views import cutoff, packed_rows
@@ -318,23 +318,18 @@ def propagate_labels(teacher: NanoClassifier, data: Data, args: TrainArgs, ctx: 
     if max(args.graph_weight, args.student_graph_weight) <= 0 or not len(data.unl):
         return Graph()
     tic = time.perf_counter()
-    cached = None
-    teacher.to(ctx.device)
+    unl_embeddings = cached = None
     with phase_bar(show, "label propagation", len(data.unl) + len(data.lab), "texts") as advance:
         if distils_offline(args, data) and teacher_only_steps(args, steps) == 0:
             # the teacher is final already: one pass gives the graph's embeddings and the students' targets
+            teacher.to(ctx.device)
             unl_embeddings, cached = embed_and_logits(teacher, data.unl, args.eval_tokens, ctx.device, advance)
-        else:
-            unl_embeddings = embed(teacher, data.unl, args.eval_tokens, ctx.device, advance)
-        lab_embeddings = embed(teacher, data.lab, args.eval_tokens, ctx.device, advance)
-    targets = propagate(lab_embeddings, data.lab_y, unl_embeddings, data.num_classes, k=args.graph_k)
+        targets, lab_embeddings, unl_embeddings = propagate_from(
+            teacher, data.lab, data.lab_y, data.unl, data.num_classes, args.graph_k, args.eval_tokens, ctx.device, unl_embeddings, advance
+        )
     summary = targets.summary()
     if args.pseudo_head_share > 0:
-        rows, pseudo = most_certain_per_class(targets, args.pseudo_head_share)
-        x, y = torch.cat([lab_embeddings, unl_embeddings[rows]]), torch.cat([data.lab_y, pseudo])
-        fit_head(teacher, x, y, data.num_classes)
-        dist.broadcast_module(teacher.head, ctx)  # every rank distils from rank 0's head
-        summary["pseudo_head_labels"] = len(rows)
+        summary["pseudo_head_labels"] = refit_teacher_head(teacher, targets, lab_embeddings, data.lab_y, unl_embeddings, args, ctx)
         if cached is not None:
             with torch.no_grad(), autocast(ctx.device):  # as embed_and_logits ran the head
                 cached = teacher.head(unl_embeddings.to(ctx.device)).float().cpu()
@@ -343,11 +338,28 @@ def propagate_labels(teacher: NanoClassifier, data: Data, args: TrainArgs, ctx: 
     return Graph(targets, summary, seconds, refresh_at=refresh_at, teacher_logits=cached)
 
 
+def refit_teacher_head(
+    teacher: NanoClassifier,
+    targets: GraphTargets,
+    lab_embeddings: torch.Tensor,
+    lab_y: torch.Tensor,
+    unl_embeddings: torch.Tensor,
+    args: TrainArgs,
+    ctx: dist.Context,
+) -> int:
+    """3. (--pseudo-head-share) the teacher's head refitted on the labels plus each class's
+    most certain propagated labels; returns how many pseudo-labels it took."""
+    rows, pseudo = most_certain_per_class(targets, args.pseudo_head_share)
+    fit_head(teacher, torch.cat([lab_embeddings, unl_embeddings[rows]]), torch.cat([lab_y, pseudo]), targets.probs.shape[1])
+    dist.broadcast_module(teacher.head, ctx)  # every rank distils from rank 0's head
+    return len(rows)
+
+
 def refresh_graph(graph: Graph, teacher: NanoClassifier, data: Data, args: TrainArgs, ctx: dist.Context, step: int) -> None:
     """3. (again) label propagation on the training teacher's embeddings, which by now
     separate the classes better than the pretrained ones; the record goes to the report."""
     tic = time.perf_counter()
-    new = propagate_from(teacher, data.lab, data.lab_y, data.unl, data.num_classes, args.graph_k, args.eval_tokens, ctx.device)
+    new, _, _ = propagate_from(teacher, data.lab, data.lab_y, data.unl, data.num_classes, args.graph_k, args.eval_tokens, ctx.device)
     changed = changed_share(graph.targets, new)
     graph.refreshes.append({"step": step, **new.summary(), "changed": round(changed, 4), "seconds": round(time.perf_counter() - tic, 1)})
     graph.targets = new

@@ -189,6 +189,7 @@ def test_report_contents(tiny_data, tiny_bert_dir, tmp_path):
     assert report["data"]["labeled"] == 12 and report["data"]["dev_source"] == "dev"
     assert 0 < report["training"]["padding_avoided"] < 1
     assert report["settings"]["labels_per_class"] == 4 and report["settings"]["seed"] == 3
+    assert report["settings"]["eval_tokens"] == 4096  # the CPU default, resolved: what the run used, not "default"
     assert [h["step"] for h in report["history"]] == [10, 20, 30, 40]
     assert report["history"][0]["kd"] > 0 and report["history"][0]["mutual"] > 0 and report["history"][0]["graph"] > 0
     assert report["data"]["propagation"]["texts"] == report["data"]["unlabeled"]

@@ -19,6 +19,16 @@ from nanonet.runtimes.metrics import accuracy, macro_f1, per_class_accuracy
 from nanonet.train.progress import Advance
 from nanonet.train.views import packed_rows
 
+# Token budget of a batch without gradients. On a GPU a large batch fills the device; on a
+# CPU a 4,096-token batch embeds 1.2-1.35x faster than a 16,384-token one, whose
+# activations fall out of the cache (bench/eval_batch.py, docs/tuning.md).
+EVAL_TOKENS = {"cuda": 16384, "cpu": 4096}
+
+
+def eval_tokens_for(device: torch.device) -> int:
+    """The default token budget of evaluation batches on `device`."""
+    return EVAL_TOKENS.get(device.type, EVAL_TOKENS["cpu"])
+
 
 def autocast(device: torch.device):
     """bf16 autocast on CUDA; nothing on the CPU (fp32)."""
@@ -97,7 +107,9 @@ def evaluate(
     return {"accuracy": accuracy(pred, y), "macro_f1": macro_f1(pred, y, num_classes), "n": len(y)}
 
 
-def evaluate_checkpoint(checkpoint: str, data: str, text_col: str = "text", label_col: str = "label", max_tokens: int = 16384) -> dict:
+def evaluate_checkpoint(
+    checkpoint: str, data: str, text_col: str = "text", label_col: str = "label", max_tokens: int | None = None
+) -> dict:
     """`nanonet eval`: a checkpoint's accuracy, macro-F1 and per-class accuracy on a labeled file."""
     ckpt = load_checkpoint(checkpoint)
     table = read_table(data, text_col, label_col, need_labels=True)
@@ -108,7 +120,7 @@ def evaluate_checkpoint(checkpoint: str, data: str, text_col: str = "text", labe
     gold = np.array([index[label] for label in table.labels or []])
     tokens = tokenize(table.texts, ckpt.tokenizer_file, ckpt.model.config.max_length)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    pred = predict(ckpt.model.to(device), tokens, max_tokens, device)
+    pred = predict(ckpt.model.to(device), tokens, max_tokens or eval_tokens_for(device), device)
     k = len(ckpt.labels)
     per_class = per_class_accuracy(pred, gold, k)
     return {

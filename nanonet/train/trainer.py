@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -38,7 +39,7 @@ from nanonet.train import distributed as dist
 from nanonet.train.args import TrainArgs
 from nanonet.train.cohort import Cohort, StepInputs
 from nanonet.train.contrastive import adapt_teacher
-from nanonet.train.evaluate import autocast, embed_and_logits, evaluate, logits
+from nanonet.train.evaluate import autocast, embed_and_logits, eval_tokens_for, evaluate, logits
 from nanonet.train.heads import fit_head, fit_member_head
 from nanonet.train.losses import ramp
 from nanonet.train.optim import build_optimizer
@@ -58,6 +59,8 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
     args.validate()
     refuse_to_overwrite(Path(args.out), args)
     ctx = dist.setup()
+    if args.eval_tokens is None:  # resolved here, so the report and the resume state hold the value used
+        args = dataclasses.replace(args, eval_tokens=eval_tokens_for(ctx.device))
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -55,6 +55,7 @@ V1 = dict(
     labeled_tokens=2048,
     min_steps=0,
     max_length=256,  # the teacher's own limit, the default until texts were cut at 128 tokens
+    contrastive_stop_gap=0.0,  # every contrastive step ran, until they stopped at the loss's floor
 )
 CONTRASTIVE = dict(contrastive_steps=40)
 HEADS = dict(fit_heads=True)
@@ -128,8 +129,9 @@ VARIANTS: dict[str, dict] = {
         "contrastive_tokens": 4096,
     },
     "defaults": {},
-    "defaults, teacher's head refitted on half of each class's propagated labels": {"pseudo_head_share": 0.5},
-    "defaults, teacher's head refitted on all propagated labels": {"pseudo_head_share": 1.0},
+    "defaults, teacher's head refitted on half of each class's propagated labels": {"pseudo_head_share": 0.5, "contrastive_stop_gap": 0.0},
+    "defaults, teacher's head refitted on all propagated labels": {"pseudo_head_share": 1.0, "contrastive_stop_gap": 0.0},
+    "defaults, contrastive steps ending within 0.05 of the loss's floor": {"contrastive_stop_gap": 0.05},
 }
 RENAMED = {  # names the first runs were recorded under
     "no-contrastive": "v1",
@@ -217,6 +219,7 @@ def summarise_run(name: str, variant: str, seed: int, report: dict) -> dict:
         "seconds": report["training"]["seconds"],
         "steps": report["training"]["steps"],
         "phases": report["training"].get("phases"),
+        "contrastive_steps_run": (report.get("contrastive") or {}).get("steps_run"),
         "peak_rss_mb": report["training"].get("peak_rss_mb"),
         "rss_mb_at_evaluations": [h.get("rss_mb") for h in report["history"]],
         "labeled_seen": report["data"]["labeled_seen"],

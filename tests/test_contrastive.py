@@ -140,3 +140,28 @@ def test_the_learning_rate_warms_up_over_a_tenth_of_the_steps_then_decays_to_zer
     # 20 steps: 2 of warm-up (half, then all of 1e-3), then down by 1/18 a step from 18/18
     expected = [0.5e-3, 1e-3] + [1e-3 * (18 - j) / 18 for j in range(18)]
     assert used == pytest.approx(expected)
+
+
+def test_the_floor_is_log_of_each_rows_partners_and_collapsed_classes_reach_it():
+    from nanonet.train.contrastive import contrastive_floor
+
+    y = [0, 0, 1, 1, 1, 2]  # class 2 has no partner and is left out
+    assert contrastive_floor(torch.tensor(y)) == pytest.approx((0 + 0 + 3 * math.log(2)) / 5)
+    # every class collapsed to its own orthogonal point, the others far: L_out -> the floor
+    collapsed = torch.eye(3)[torch.tensor(y)]
+    assert loop_supcon(collapsed, y, 0.01) == pytest.approx(contrastive_floor(torch.tensor(y)), abs=1e-6)
+    spread = collapsed + 0.3 * torch.randn(len(y), 3, generator=torch.Generator().manual_seed(0))
+    assert loop_supcon(spread, y, 0.01) > contrastive_floor(torch.tensor(y)) + 0.1
+    assert contrastive_floor(torch.tensor([0, 1, 2])) == 0.0
+
+
+def test_the_steps_end_once_the_loss_is_within_the_gap_of_its_floor(tiny_bert_dir):
+    from nanonet.train.contrastive import adapt_teacher
+
+    def run(gap: float) -> dict:
+        teacher, lab, y = _tiny_phase(tiny_bert_dir, [0, 0, 1, 1])
+        return adapt_teacher(teacher, lab, y, 2, 6, 1e-3, 0.1, 4096, 4096, 0, torch.device("cpu"), stop_gap=gap)
+
+    assert run(0.0)["steps_run"] == 6  # off: every step
+    assert run(1e-9)["steps_run"] == 6  # a random tiny teacher is nowhere near collapsed classes
+    assert run(100.0)["steps_run"] == 1  # any loss is within 100 of the floor: the first step ends it

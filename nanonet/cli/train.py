@@ -48,6 +48,9 @@ def train(
     contrastive_steps: int = typer.Option(
         40, "--contrastive-steps", help="Supervised contrastive steps adapting the whole teacher to the labels first (0: off)."
     ),
+    contrastive_stop_gap: float = typer.Option(
+        0.05, "--contrastive-stop-gap", help="End the contrastive steps once the loss is within this of its floor (0: run them all)."
+    ),
     students_from: str = typer.Option(
         "adapted", "--students-from", help="Copy the students' layers from the pretrained or the adapted teacher: pretrained | adapted"
     ),
@@ -101,6 +104,7 @@ def train(
         trainable=trainable,
         teacher_trainable=teacher_trainable,
         contrastive_steps=contrastive_steps,
+        contrastive_stop_gap=contrastive_stop_gap,
         students_from=students_from,
         fit_heads=fit_heads,
         distill=distill,

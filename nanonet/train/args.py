@@ -78,6 +78,8 @@ class TrainArgs:
     """Fraction of steps with a linear learning-rate warm-up (then linear decay to zero)."""
     contrastive_steps: int = 40
     """Steps of supervised contrastive training of the whole teacher on the labels before the cohort trains (SetFit's lever, batched); 0 turns it off."""
+    contrastive_stop_gap: float = 0.05
+    """The contrastive steps end early once a step's loss is within this of the least its batch allows (its classes collapsed); 0: all of them."""
     contrastive_lr: float = 5e-5
     """AdamW learning rate of the contrastive steps."""
     contrastive_temperature: float = 0.1
@@ -201,6 +203,8 @@ class TrainArgs:
             )
         if self.contrastive_steps < 0:
             raise bad("contrastive_steps", "must be >= 0")
+        if self.contrastive_stop_gap < 0:
+            raise bad("contrastive_stop_gap", "must be >= 0")
         if self.contrastive_temperature <= 0:
             raise bad("contrastive_temperature", "must be > 0")
         if self.eval_every < 1:

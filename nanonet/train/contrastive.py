@@ -52,6 +52,15 @@ def supervised_contrastive(embeddings: torch.Tensor, labels: torch.Tensor, tempe
     return per_row[has].mean()
 
 
+def contrastive_floor(labels: torch.Tensor) -> float:
+    """The least value `supervised_contrastive` can take on a batch with these labels: each
+    row with P same-class partners scores at best log P (all its positives equally close,
+    every other row infinitely far), averaged over the rows that have a partner."""
+    count = (labels[:, None] == labels[None, :]).sum(-1) - 1
+    has = count > 0
+    return float(count[has].float().log().mean()) if bool(has.any()) else 0.0
+
+
 def adapt_teacher(
     teacher: NanoClassifier,
     lab: Tokenized,
@@ -65,10 +74,14 @@ def adapt_teacher(
     seed: int,
     device: torch.device,
     advance: Advance | None = None,
+    stop_gap: float = 0.0,
 ) -> dict:
     """`steps` AdamW steps of the supervised contrastive loss on every encoder parameter
     (linear warm-up over a tenth, then linear decay), then the head fitted on the new
-    embeddings. Returns what the report says of it; `advance` hears of each step."""
+    embeddings. With `stop_gap` > 0 the steps end early once a step's loss is within
+    `stop_gap` of its batch's floor (contrastive_floor): the classes of the batch have
+    collapsed, and with a few dozen labels every batch is the same one, so more steps only
+    cost time. Returns what the report says of it; `advance` hears of each step."""
     tic = time.perf_counter()
     teacher.to(device).train()
     params = list(teacher.encoder.parameters())
@@ -78,8 +91,9 @@ def adapt_teacher(
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     warm = max(1, steps // 10)
     stream = BatchStream(lab.lengths, max_tokens, seed, CONTRASTIVE_SALT)
-    losses, skipped = [], 0
+    losses, skipped, ran = [], 0, 0
     for k in range(steps):
+        ran += 1
         rows = stream[k]
         y = lab_y[torch.as_tensor(rows)]
         if len(torch.unique(y)) == len(y):  # no same-class pair: nothing to learn, and weight decay would still move every weight
@@ -94,6 +108,10 @@ def adapt_teacher(
                 group["lr"] = lr * warmup_then_decay(k, warm, steps)
             optimizer.step()
             losses.append(float(loss.detach()))
+            if stop_gap > 0 and losses[-1] - contrastive_floor(y) < stop_gap:
+                if advance:
+                    advance(steps - k)  # the bar ends full
+                break
         if advance:
             advance(1)
     for p, w in zip(params, was):
@@ -102,6 +120,7 @@ def adapt_teacher(
     head_loss = fit_member_head(teacher, lab, lab_y, num_classes, eval_tokens, device)
     return {
         "steps": steps,
+        "steps_run": ran,
         "skipped_without_pairs": skipped,
         "trained_parameters": sum(p.numel() for p in params),
         "loss_first": round(losses[0], 4) if losses else None,

@@ -262,6 +262,7 @@ def adapt(teacher: NanoClassifier, data: Data, args: TrainArgs, ctx: dist.Contex
             args.seed,
             ctx.device,
             advance,
+            args.contrastive_stop_gap,
         )
     dist.broadcast_module(teacher, ctx)
     if ctx.rank == 0:

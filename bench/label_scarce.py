@@ -103,6 +103,7 @@ def main() -> None:
                     acc = f"test {100 * run['test_accuracy']:.1f}%"
                     print(f"{name} seed {seed} n={n} {run['row']}: {acc} in {run['seconds'] or 0:.0f}s", flush=True)
     print(markdown(_runs()))
+    print(phases_markdown(_runs()))
 
 
 # ---- the labeled rows, as nanonet draws them and the peers receive them ----------------------
@@ -392,6 +393,26 @@ def markdown(results: list[dict]) -> str:
             f"| {s['set']} | {s['labels_per_class']} | {s['row']} | {s['mean']:.1f} ± {s['std']:.1f} | {cell(s['macro_f1'], '{:.1f}')} | "
             f"{cell(s['dev'], '{:.1f}')} | {len(s['seeds'])} | {cell(s['labeled_seen'])} | {s['trainable_parameters']:,} | "
             f"{cell(s['mean_seconds'])} | {cell(s['docs_per_second'])} | {cell(s['peak_rss_mb'])} |"
+        )
+    return "\n".join(lines)
+
+
+PHASES = ("data", "contrastive", "heads", "propagation", "cache", "steps", "dev")  # the training seconds; test is apart
+
+
+def phases_markdown(results: list[dict]) -> str:
+    """Where each default NanoNet run's training time went: seconds per phase (test, run
+    after training, apart), the number of steps, and the peak resident memory."""
+    lines = [
+        "| set | seed | " + " | ".join(f"{k} s" for k in PHASES) + " | training s | optimizer steps | test s | peak MB |",
+        "|---|---|" + "---|" * len(PHASES) + "---|---|---|---|",
+    ]
+    runs = [r for r in results if r["row"] == "NanoNet chosen student (bias)" and r.get("phases")]
+    for r in sorted(runs, key=lambda r: (r["set"], r["labels_per_class"], r["seed"])):
+        ph = r["phases"]
+        cells = " | ".join(f"{ph.get(k, 0):,.0f}" for k in PHASES)
+        lines.append(
+            f"| {r['set']} | {r['seed']} | {cells} | {r['seconds']:,.0f} | {r['steps']} | {ph.get('test', 0):,.0f} | {r['peak_rss_mb']:,.0f} |"
         )
     return "\n".join(lines)
 

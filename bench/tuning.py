@@ -132,6 +132,7 @@ VARIANTS: dict[str, dict] = {
     "defaults, teacher's head refitted on half of each class's propagated labels": {"pseudo_head_share": 0.5, "contrastive_stop_gap": 0.0},
     "defaults, teacher's head refitted on all propagated labels": {"pseudo_head_share": 1.0, "contrastive_stop_gap": 0.0},
     "defaults, contrastive steps ending within 0.05 of the loss's floor": {"contrastive_stop_gap": 0.05},
+    "defaults, every contrastive step (none ends at the loss's floor)": {"contrastive_stop_gap": 0.0},
 }
 RENAMED = {  # names the first runs were recorded under
     "no-contrastive": "v1",

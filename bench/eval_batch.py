@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from encoder_throughput import read_texts  # bench/, beside this file
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -38,11 +39,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
 OUT = Path(__file__).resolve().parent / "results" / "eval_batch.json"
 BUDGETS = (1024, 2048, 4096, 8192, 16384)
-
-
-def read_texts(path: Path, limit: int) -> list[str]:
-    with path.open() as f:
-        return [json.loads(line)["text"] for _, line in zip(range(limit), f)]
 
 
 def summarize(name: str, texts: int, mean_tokens: float, seconds: dict[int, list[float]]) -> list[dict]:

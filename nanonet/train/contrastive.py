@@ -91,9 +91,8 @@ def adapt_teacher(
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     warm = max(1, steps // 10)
     stream = BatchStream(lab.lengths, max_tokens, seed, CONTRASTIVE_SALT)
-    losses, skipped, ran = [], 0, 0
+    losses, skipped = [], 0
     for k in range(steps):
-        ran += 1
         rows = stream[k]
         y = lab_y[torch.as_tensor(rows)]
         if len(torch.unique(y)) == len(y):  # no same-class pair: nothing to learn, and weight decay would still move every weight
@@ -120,7 +119,7 @@ def adapt_teacher(
     head_loss = fit_member_head(teacher, lab, lab_y, num_classes, eval_tokens, device)
     return {
         "steps": steps,
-        "steps_run": ran,
+        "steps_run": skipped + len(losses),  # each step run either skipped or left a loss
         "skipped_without_pairs": skipped,
         "trained_parameters": sum(p.numel() for p in params),
         "loss_first": round(losses[0], 4) if losses else None,

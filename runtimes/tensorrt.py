@@ -9,6 +9,7 @@ TensorRT, cuda-python and a GPU.
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 
 import numpy as np
@@ -57,6 +58,8 @@ def unavailable(bundle: Bundle) -> str | None:
     for module, pip in (("tensorrt", "tensorrt"), ("cuda", "cuda-python")):
         if importlib.util.find_spec(module) is None:
             return f"{module} is not installed (pip install {pip})"
+    if cuda_devices() == 0:
+        return "no CUDA device here (the CUDA driver reports none)"
     return None
 
 
@@ -65,46 +68,124 @@ def engine_facts(bundle: Bundle) -> dict:
     return dict(bundle.manifest.export.get("tensorrt", {}).get("engine", {}))
 
 
+def cuda_devices() -> int:
+    """How many CUDA devices the driver reports here (0 without cuda-python, a driver or a GPU)."""
+    try:
+        from cuda.bindings import runtime as cudart
+
+        err, count = cudart.cudaGetDeviceCount()
+        return int(count) if int(err) == 0 else 0
+    except Exception:  # noqa: BLE001 - no cuda-python, no driver: no device
+        return 0
+
+
+def _checked(cudart, result, call: str):
+    """cuda-python returns (error, *values): a one-line error unless the call succeeded."""
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if int(err) != 0:
+        name = cudart.cudaGetErrorName(err)[1]
+        raise NanonetError(f"CUDA: {call} failed ({name.decode() if isinstance(name, bytes) else name})")
+    return values[0] if len(values) == 1 else None
+
+
+BUFFERS = (("input_ids", np.int32), ("cu_seqlens", np.int32), ("max_seqlen", np.int32), ("logits", np.float32))
+
+
+class EngineRunner:
+    """A deserialized engine with its stream, and device and pinned host buffers allocated
+    once for the profile's maximum batch and reused by every call; every CUDA and TensorRT
+    call is checked. `trt` and `cudart` default to TensorRT and cuda-python's runtime."""
+
+    def __init__(self, plan: bytes, profile: dict, where: str = "model.plan", trt=None, cudart=None):
+        if trt is None:
+            import tensorrt as trt
+        if cudart is None:
+            from cuda.bindings import runtime as cudart
+        self.cudart, self.where = cudart, where
+        self.device: dict[str, int] = {}
+        self.host: dict[str, np.ndarray] = {}
+        self.stream = None
+        missing = [k for k in ("max_tokens", "max_batch", "max_seqlen") if k not in profile]
+        if missing:
+            raise NanonetError(f"{where}: the manifest's engine profile lacks {', '.join(missing)}; rebuild it: nanonet engine BUNDLE")
+        self.max_tokens, self.max_batch, self.max_seqlen = (int(profile[k]) for k in ("max_tokens", "max_batch", "max_seqlen"))
+        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan)
+        if self.engine is None:
+            raise NanonetError(f"{where}: TensorRT cannot deserialize it (built for another GPU or TensorRT version?)")
+        self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise NanonetError(f"{where}: TensorRT cannot create an execution context (out of GPU memory?)")
+        self.num_labels = int(self.engine.get_tensor_shape("logits")[-1])
+        self.stream = _checked(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
+        sizes = {"input_ids": self.max_tokens, "cu_seqlens": self.max_batch + 1, "max_seqlen": self.max_seqlen}
+        sizes["logits"] = self.max_batch * self.num_labels
+        try:
+            for name, dtype in BUFFERS:
+                nbytes = sizes[name] * np.dtype(dtype).itemsize
+                self.device[name] = _checked(cudart, cudart.cudaMalloc(nbytes), f"cudaMalloc of {nbytes} bytes for {name}")
+                pinned = _checked(cudart, cudart.cudaMallocHost(nbytes), f"cudaMallocHost of {nbytes} bytes for {name}")
+                self.host[name] = np.ctypeslib.as_array((ctypes.c_byte * nbytes).from_address(int(pinned))).view(dtype)
+                if not self.context.set_tensor_address(name, self.device[name]):
+                    raise NanonetError(f"{where}: TensorRT refused the device address of '{name}' (not a tensor of this engine?)")
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self, input_ids: np.ndarray, cu_seqlens: np.ndarray, max_seqlen: int) -> np.ndarray:
+        """Logits [B, C] (float32) of one packed batch."""
+        check_cu_seqlens(cu_seqlens, input_ids.size, self.max_seqlen, self.max_batch)
+        if input_ids.size > self.max_tokens:
+            raise NanonetError(f"input_ids: {input_ids.size} tokens exceed the engine's profile ({self.max_tokens})")
+        cudart, ctx, batch = self.cudart, self.context, cu_seqlens.size - 1
+        # max_seqlen is read by its shape, not its values: nothing of it is copied
+        shapes = {"input_ids": (input_ids.size,), "cu_seqlens": (batch + 1,), "max_seqlen": (int(max_seqlen),)}
+        for name, shape in shapes.items():
+            if not ctx.set_input_shape(name, shape):
+                raise NanonetError(f"{self.where}: TensorRT refused the shape {shape} for '{name}' (outside the engine's profile?)")
+        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        for name, values in (("input_ids", input_ids), ("cu_seqlens", cu_seqlens)):
+            staged = self.host[name][: values.size]
+            staged[:] = values
+            call = f"cudaMemcpyAsync of {name} to the device"
+            _checked(cudart, cudart.cudaMemcpyAsync(self.device[name], staged.ctypes.data, staged.nbytes, h2d, self.stream), call)
+        if not ctx.execute_async_v3(self.stream):
+            raise NanonetError(f"{self.where}: TensorRT could not run the engine on a batch of {batch} sequences")
+        out = self.host["logits"][: batch * self.num_labels]
+        _checked(
+            cudart,
+            cudart.cudaMemcpyAsync(out.ctypes.data, self.device["logits"], out.nbytes, d2h, self.stream),
+            "cudaMemcpyAsync of logits",
+        )
+        _checked(cudart, cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+        return out.reshape(batch, self.num_labels).copy()
+
+    def close(self) -> None:
+        """Free the buffers and the stream (errors here cannot be acted on, so they are not raised)."""
+        cudart = self.cudart
+        for name in list(self.host):
+            cudart.cudaFreeHost(self.host.pop(name).ctypes.data)
+        for name in list(self.device):
+            cudart.cudaFree(self.device.pop(name))
+        if self.stream is not None:
+            cudart.cudaStreamDestroy(self.stream)
+            self.stream = None
+
+    def __del__(self):
+        if hasattr(self, "host"):
+            self.close()
+
+
 class TensorRTBackend:
-    """Deserialize the plan once; per call: pack, check, copy in, execute, copy out."""
+    """A bundle's model.plan behind the backend interface: padded feeds are packed, then run."""
 
     name = "tensorrt"
     input_names = ["input_ids", "attention_mask"]
 
     def __init__(self, bundle: Bundle, threads: int | None = None):
-        import tensorrt as trt
-        from cuda.bindings import runtime as cudart
-
         # an AOT plan carries its attention kernels: nothing to register in this process
-        self.trt, self.cudart = trt, cudart
-        self.profile = dict(engine_facts(bundle).get("profile", {}))
-        logger = trt.Logger(trt.Logger.WARNING)
-        self.engine = trt.Runtime(logger).deserialize_cuda_engine(bundle.file("model.plan").read_bytes())
-        if self.engine is None:
-            raise NanonetError(f"{bundle.file('model.plan')}: TensorRT cannot deserialize it (built for another GPU or TensorRT version?)")
-        self.context = self.engine.create_execution_context()
-        _, self.stream = cudart.cudaStreamCreate()
+        plan = bundle.file("model.plan")
+        self.runner = EngineRunner(plan.read_bytes(), engine_facts(bundle).get("profile", {}), str(plan))
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         ids, cu, longest = pack(feeds)
-        check_cu_seqlens(cu, ids.size, self.profile.get("max_seqlen"), self.profile.get("max_batch"))
-        cudart, ctx = self.cudart, self.context
-        host = {"input_ids": ids, "cu_seqlens": cu, "max_seqlen": np.zeros(longest, dtype=np.int32)}
-        out = np.empty((cu.size - 1, self.engine.get_tensor_shape("logits")[-1]), dtype=np.float32)
-        buffers = []
-        try:
-            for name, arr in list(host.items()) + [("logits", out)]:
-                _, ptr = cudart.cudaMalloc(max(arr.nbytes, 1))
-                buffers.append(ptr)
-                ctx.set_tensor_address(name, ptr)
-                if name != "logits":
-                    ctx.set_input_shape(name, arr.shape)
-                    cudart.cudaMemcpyAsync(ptr, arr.ctypes.data, arr.nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream)
-            if not ctx.execute_async_v3(self.stream):
-                raise NanonetError("TensorRT: execution failed")
-            cudart.cudaMemcpyAsync(out.ctypes.data, buffers[-1], out.nbytes, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream)
-            cudart.cudaStreamSynchronize(self.stream)
-        finally:
-            for ptr in buffers:
-                cudart.cudaFree(ptr)
-        return out
+        return self.runner.run(ids, cu, longest)

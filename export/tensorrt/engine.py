@@ -66,7 +66,8 @@ def engine_command(bundle: Path, plugin: str = "aot", precision: str = "fp16") -
 
 def build_engine(onnx_path: Path, plan_path: Path, spec: EngineSpec, timing_cache: Path, log=print) -> dict:
     """Parse the packed ONNX (plugin nodes resolve to the registered plugin), set the
-    optimization profiles, build and serialize the engine, keep the timing cache."""
+    optimization profiles, build and serialize the engine, check it against ONNX Runtime
+    (verify_engine), write it, keep the timing cache."""
     import tensorrt as trt
 
     from nanonet.export.tensorrt import plugin
@@ -103,6 +104,11 @@ def build_engine(onnx_path: Path, plan_path: Path, spec: EngineSpec, timing_cach
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise NanonetError(f"{onnx_path}: TensorRT could not build an engine (see the log above)")
+    checks = verify_engine(bytes(serialized), onnx_path, spec)
+    worst = max(checks, key=lambda c: c["max_abs_diff"] / c["bound"])
+    log(
+        f"engine vs ONNX Runtime on {len(checks)} packed batches: max abs logit diff {worst['max_abs_diff']:.1e} (bound {worst['bound']:.1e})"
+    )
     tmp = plan_path.with_name(f".{plan_path.name}.tmp")
     tmp.write_bytes(bytes(serialized))
     tmp.replace(plan_path)
@@ -128,7 +134,25 @@ def build_engine(onnx_path: Path, plan_path: Path, spec: EngineSpec, timing_cach
         "precision": spec.precision,
         "kernels": kernels,
         "profile": spec.__dict__,
+        "verification": checks,
     }
+
+
+def verify_engine(plan: bytes, onnx_path: Path, spec: EngineSpec) -> list[dict]:
+    """The freshly built engine against ONNX Runtime on the export's verification batches
+    (engine_check.py); raises, and nothing is written, past the precision's bound."""
+    import onnx
+
+    from nanonet.export.tensorrt.engine_check import check_engine, graph_facts, onnxruntime_reference
+    from nanonet.runtimes.tensorrt import EngineRunner
+
+    windows, vocab_size = graph_facts(onnx.load(str(onnx_path)))
+    runner = EngineRunner(plan, spec.__dict__, f"{onnx_path} (engine being built)")
+    try:
+        engine = lambda ids, cu, longest: runner.run(ids, cu, longest.size)  # noqa: E731
+        return check_engine(engine, onnxruntime_reference(onnx_path), windows, vocab_size, spec.max_seqlen, spec.precision, onnx_path)
+    finally:
+        runner.close()
 
 
 def network_graph(onnx_path: Path, plugin: str, precision: str, native: bool = False) -> bytes:

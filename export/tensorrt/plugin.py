@@ -19,8 +19,8 @@ interpreter with the arguments and grid TensorRT uses, and its PTX, compiled for
 sm_87 and sm_90 and assembled by ptxas (tests/test_tensorrt_aot.py).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: tensorrt.plugin validates the registered
+# functions' annotations as classes (issubclass), and postponed annotations are strings.
 from nanonet.export.tensorrt.varlen_op import OP_TYPE, PLUGIN_NAMESPACE
 
 PLUGIN_ID = f"{PLUGIN_NAMESPACE}::{OP_TYPE}"
@@ -55,7 +55,9 @@ def register_plugin() -> None:
     # BF16 is for the AOT kernel: the JIT path's tensors cannot be bfloat16 (no such type in
     # __cuda_array_interface__); the builder produces float16 and float32 graphs
     @trtp.autotune(PLUGIN_ID)
-    def _types(qkv: trtp.TensorDesc, cu_seqlens: trtp.TensorDesc, max_seqlen: trtp.TensorDesc, outputs: tuple[trtp.TensorDesc]):
+    def _types(
+        qkv: trtp.TensorDesc, cu_seqlens: trtp.TensorDesc, max_seqlen: trtp.TensorDesc, outputs: tuple[trtp.TensorDesc]
+    ) -> list[trtp.AutoTuneCombination]:
         return [trtp.AutoTuneCombination("FP32|FP16|BF16, INT32, INT32, FP32|FP16|BF16")]  # output type = qkv type
 
     @trtp.aot_impl(PLUGIN_ID)
@@ -69,7 +71,7 @@ def register_plugin() -> None:
         window: int,
         outputs: tuple[trtp.TensorDesc],
         tactic: int,
-    ):
+    ) -> tuple[str | bytes, str | bytes, trtp.KernelLaunchParams, trtp.SymIntExprs]:
         kernel = compile_varlen_attention(dtypes[qkv.dtype], num_heads, head_size, scale, window, ptx_version=driver_ptx_version())
         grid = launch_grid(max_seqlen.shape_expr[0], cu_seqlens.shape_expr[0] - 1, num_heads, kernel.block_m, cdiv=trtp.cdiv)
         launch = trtp.KernelLaunchParams()

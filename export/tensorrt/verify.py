@@ -33,23 +33,30 @@ def packed_session(path: Path | None = None, model=None, float16: bool = False):
     return ort.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-def verify_packed(model: NanoClassifier, path: Path, max_length: int) -> list[dict]:
-    cfg = model.config
-    widest = max([2 * cfg.window(i) + 1 for i in range(cfg.num_layers) if cfg.window(i) >= 0], default=32)
+def verification_batches(windows: list[int], max_length: int, vocab_size: int) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """(name, input_ids, cu_seqlens, max_seqlen) of the packed batches an export and an
+    engine are checked on: one sequence, mixed lengths, and texts longer than the widest
+    local window (`windows`: each layer's half-window, -1 for a global layer)."""
+    widest = max([2 * w + 1 for w in windows if w >= 0], default=32)
     long = min(max_length, widest + 8)
-    session = packed_session(path)
-    checks = []
-    for name, lengths in (
+    shapes = (
         ("one sequence", [min(12, max_length)]),
         ("mixed lengths", [3, min(40, max_length), 1, min(17, max_length)]),
         (f"longer than the local window ({long} tokens)", [long, max(1, long // 3)]),
-    ):
-        ids, cu, longest = example_inputs(lengths, cfg.vocab_size, seed=len(checks))
-        got = session.run(["logits"], {"input_ids": ids.numpy(), "cu_seqlens": cu.numpy(), "max_seqlen": longest.numpy()})[0]
+    )
+    return [(name, *(t.numpy() for t in example_inputs(lengths, vocab_size, seed=i))) for i, (name, lengths) in enumerate(shapes)]
+
+
+def verify_packed(model: NanoClassifier, path: Path, max_length: int) -> list[dict]:
+    cfg = model.config
+    session = packed_session(path)
+    checks = []
+    for name, ids, cu, longest in verification_batches([cfg.window(i) for i in range(cfg.num_layers)], max_length, cfg.vocab_size):
+        got = session.run(["logits"], {"input_ids": ids, "cu_seqlens": cu, "max_seqlen": longest})[0]
         with torch.no_grad():
-            ref = model(pack_sequences([ids[a:b].long() for a, b in zip(cu[:-1].tolist(), cu[1:].tolist())])).numpy()
+            ref = model(pack_sequences([torch.from_numpy(ids[a:b]).long() for a, b in zip(cu[:-1].tolist(), cu[1:].tolist())])).numpy()
         diff, same = float(np.abs(got - ref).max()), bool((got.argmax(-1) == ref.argmax(-1)).all())
-        checks.append({"shape": name, "batch": len(lengths), "tokens": int(cu[-1]), "max_abs_diff": diff, "argmax_equal": same})
+        checks.append({"shape": name, "batch": len(cu) - 1, "tokens": int(cu[-1]), "max_abs_diff": diff, "argmax_equal": same})
         if not (diff <= TOLERANCE and same):
             raise NanonetError(
                 f"model.trt.onnx: the reference run disagrees with torch on '{name}': max abs logit diff {diff:.2e}; nothing was written"

@@ -80,6 +80,9 @@ def train(
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last saved state."),
     attention: str = typer.Option("auto", "--attention", help="auto | flash | torch_varlen | sdpa | reference"),
+    attention_dropout: Optional[float] = typer.Option(
+        None, "--attention-dropout", help="Attention dropout in training (default: the teacher's; torch_varlen needs 0)."
+    ),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of a table."),
 ) -> None:
@@ -122,6 +125,7 @@ def train(
         pseudo_head_share=pseudo_head_share,
         resume=resume,
         attention=attention,
+        attention_dropout=attention_dropout,
         threads=threads,
     )
     try:

@@ -7,7 +7,7 @@ distance <= window on either side) or -1 for a global layer; every backend honou
 | backend      | where                                   |
 |--------------|-----------------------------------------|
 | flash        | CUDA, flash-attn installed, fp16/bf16   |
-| torch_varlen | CUDA sm80+, torch >= 2.10, fp16/bf16    |
+| torch_varlen | CUDA sm80+, a torch whose varlen_attn takes scale and window_size, fp16/bf16, no attention dropout |
 | sdpa         | anywhere: padded SDPA with a band mask  |
 | reference    | anywhere: a per-sequence loop, for tests|
 """
@@ -47,9 +47,11 @@ def flash_attention(q, k, v, batch: Packed, window: int, scale: float, dropout_p
 
 
 def torch_varlen_attention(q, k, v, batch: Packed, window: int, scale: float, dropout_p: float) -> torch.Tensor:
-    # torch's varlen kernel has no dropout; attention dropout is skipped on this path.
     from torch.nn.attention.varlen import varlen_attn
 
+    if dropout_p > 0:  # the kernel has none; pick_backend does not choose this backend for dropout
+        raise ValueError("attention backend 'torch_varlen' has no attention dropout; use flash or sdpa to train with it")
+    causal = {"is_causal": False} if "is_causal" in _varlen_parameters() else {}  # torch 2.10 had the flag
     return varlen_attn(
         q,
         k,
@@ -60,7 +62,20 @@ def torch_varlen_attention(q, k, v, batch: Packed, window: int, scale: float, dr
         batch.max_seqlen,
         scale=scale,
         window_size=(window, window),
+        **causal,
     )
+
+
+@functools.cache
+def _varlen_parameters() -> frozenset[str]:
+    """The keyword parameters of this torch's varlen_attn (empty when it has none)."""
+    import inspect
+
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return frozenset()
+    return frozenset(inspect.signature(varlen_attn).parameters)
 
 
 def window_mask(positions: torch.Tensor | int, window: int) -> torch.Tensor:
@@ -119,8 +134,8 @@ def reference_attention(q, k, v, batch: Packed, window: int, scale: float, dropo
 class Backend:
     name: str
     fn: AttentionFn
-    # returns None when usable on (device, dtype, head_size), else why not
-    unavailable: Callable[[torch.device, torch.dtype, int], str | None]
+    # returns None when usable on (device, dtype, head_size, with attention dropout or not), else why not
+    unavailable: Callable[[torch.device, torch.dtype, int, bool], str | None]
 
 
 def _cuda_half(device: torch.device, dtype: torch.dtype) -> str | None:
@@ -131,7 +146,7 @@ def _cuda_half(device: torch.device, dtype: torch.dtype) -> str | None:
     return None
 
 
-def _flash_unavailable(device, dtype, head_size) -> str | None:
+def _flash_unavailable(device, dtype, head_size, dropout=False) -> str | None:
     if why := _cuda_half(device, dtype):
         return why
     if importlib.util.find_spec("flash_attn") is None:
@@ -141,11 +156,13 @@ def _flash_unavailable(device, dtype, head_size) -> str | None:
     return None
 
 
-def _torch_varlen_unavailable(device, dtype, head_size) -> str | None:
+def _torch_varlen_unavailable(device, dtype, head_size, dropout=False) -> str | None:
     if why := _cuda_half(device, dtype):
         return why
-    if importlib.util.find_spec("torch.nn.attention.varlen") is None:
-        return f"torch {torch.__version__} has no nn.attention.varlen (needs >= 2.10)"
+    if missing := {"scale", "window_size"} - _varlen_parameters():
+        return f"torch {torch.__version__}'s varlen_attn takes no {' or '.join(sorted(missing))} (needs a torch that has them)"
+    if dropout:
+        return "has no attention dropout (training with it needs flash or sdpa)"
     if torch.cuda.get_device_capability(device) < (8, 0):
         return "needs compute capability >= 8.0"
     return None
@@ -154,27 +171,28 @@ def _torch_varlen_unavailable(device, dtype, head_size) -> str | None:
 BACKENDS: dict[str, Backend] = {
     "flash": Backend("flash", flash_attention, _flash_unavailable),
     "torch_varlen": Backend("torch_varlen", torch_varlen_attention, _torch_varlen_unavailable),
-    "sdpa": Backend("sdpa", sdpa_attention, lambda device, dtype, head_size: None),
-    "reference": Backend("reference", reference_attention, lambda device, dtype, head_size: None),
+    "sdpa": Backend("sdpa", sdpa_attention, lambda device, dtype, head_size, dropout=False: None),
+    "reference": Backend("reference", reference_attention, lambda device, dtype, head_size, dropout=False: None),
 }
 AUTO_ORDER = ("flash", "torch_varlen", "sdpa")  # fastest first
 
 
 @functools.cache
-def pick_backend(device: torch.device, dtype: torch.dtype, head_size: int, requested: str = "auto") -> Backend:
-    """The backend to run on (device, dtype): `requested` if usable, else the first usable
-    one in AUTO_ORDER. On CUDA, falling back from a faster backend warns once."""
+def pick_backend(device: torch.device, dtype: torch.dtype, head_size: int, requested: str = "auto", dropout: bool = False) -> Backend:
+    """The backend to run on (device, dtype, with attention dropout or not): `requested` if
+    usable, else the first usable one in AUTO_ORDER. On CUDA, falling back from a faster
+    backend warns once."""
     if requested != "auto":
         if requested not in BACKENDS:
             raise ValueError(f"unknown attention backend '{requested}' (known: {', '.join(BACKENDS)})")
         backend = BACKENDS[requested]
-        if why := backend.unavailable(device, dtype, head_size):
+        if why := backend.unavailable(device, dtype, head_size, dropout):
             raise ValueError(f"attention backend '{requested}' is unavailable here: {why}")
         return backend
     skipped = []
     for name in AUTO_ORDER:
         backend = BACKENDS[name]
-        why = backend.unavailable(device, dtype, head_size)
+        why = backend.unavailable(device, dtype, head_size, dropout)
         if why is None:
             if skipped and device.type == "cuda":
                 warnings.warn(
@@ -187,6 +205,6 @@ def pick_backend(device: torch.device, dtype: torch.dtype, head_size: int, reque
     raise AssertionError("sdpa is always available")
 
 
-def describe_backends(device: torch.device, dtype: torch.dtype, head_size: int) -> list[tuple[str, str | None]]:
+def describe_backends(device: torch.device, dtype: torch.dtype, head_size: int, dropout: bool = False) -> list[tuple[str, str | None]]:
     """(name, reason it is unavailable or None) for every backend, for `nanonet info`."""
-    return [(name, b.unavailable(device, dtype, head_size)) for name, b in BACKENDS.items()]
+    return [(name, b.unavailable(device, dtype, head_size, dropout)) for name, b in BACKENDS.items()]

@@ -84,8 +84,8 @@ class SelfAttention(nn.Module):
             q = (q.float() * cos + rotate_half(q.float()) * sin).to(v.dtype)
             k = (k.float() * cos + rotate_half(k.float()) * sin).to(v.dtype)
         # a batch that brings its own attention (export's padded batch) uses it
-        attend = getattr(batch, "attend", None) or pick_backend(q.device, q.dtype, self.head_size, backend).fn
         dropout = self.dropout if self.training else 0.0
+        attend = getattr(batch, "attend", None) or pick_backend(q.device, q.dtype, self.head_size, backend, dropout > 0).fn
         y = attend(q, k, v, batch, self.window, self.head_size**-0.5, dropout)  # (T, nh, hs)
         return self.out(y.flatten(-2))
 
@@ -147,6 +147,13 @@ class NanoEncoder(nn.Module):
         self.embeddings = Embeddings(cfg)
         self.layers = nn.ModuleList(BLOCKS[cfg.family](cfg, i) for i in range(cfg.num_layers))
         self.final_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps) if cfg.family == "modernbert" else nn.Identity()
+
+    def set_attention_dropout(self, p: float) -> None:
+        """Attention dropout of every layer (and of the config, which a student copies)."""
+        self.config.attention_dropout = p
+        for module in self.modules():
+            if isinstance(module, SelfAttention):
+                module.dropout = p
 
     def forward(self, batch: Packed, noise_std: float = 0.0) -> torch.Tensor:
         """`noise_std` adds Gaussian noise to the embeddings (a data view for training)."""

@@ -132,6 +132,8 @@ class TrainArgs:
     """Token budget of the batches without gradients (propagation, cached logits, dev, test); default: 16384 on a GPU, 4096 on a CPU (faster there: docs/tuning.md)."""
     attention: str = "auto"
     """Attention backend: auto, flash, torch_varlen, sdpa, reference."""
+    attention_dropout: float | None = None
+    """Dropout on the attention probabilities in training (default: the teacher's config, 0.1 for MiniLM); torch_varlen has none, so it trains only with 0."""
     max_length: int = 128
     """Truncate texts to this many tokens, in training and in what ships (at most the
     teacher's own max length, 256 for the default teacher). On yahoo_answers' long texts 128
@@ -186,6 +188,8 @@ class TrainArgs:
             raise bad("cutoff_rate", "must be in [0, 1)")
         if self.attention not in ("auto", "flash", "torch_varlen", "sdpa", "reference"):
             raise bad("attention", f"unknown backend '{self.attention}' (known: auto, flash, torch_varlen, sdpa, reference)")
+        if self.attention_dropout is not None and not 0 <= self.attention_dropout < 1:
+            raise bad("attention_dropout", "must be in [0, 1)")
         if self.graph_weight < 0:
             raise bad("graph_weight", "must be >= 0")
         if self.student_graph_weight < 0:

@@ -224,7 +224,9 @@ def build_cohort(args: TrainArgs, teacher_src: Pretrained, num_classes: int, ctx
     """2. cohort: the teacher with a new head, then K students made of its layers ("model
     views"), each with its own data view. Returns the members and the attention backend."""
     encoder = teacher_src.encoder
-    backend = _backend(args.attention, ctx.device, encoder.config.head_size)
+    if args.attention_dropout is not None:
+        encoder.set_attention_dropout(args.attention_dropout)  # the students copy it with the config
+    backend = _backend(args.attention, ctx.device, encoder.config.head_size, encoder.config.attention_dropout > 0)
     encoder.attention = args.attention
     teacher = NanoClassifier(encoder, num_classes, teacher_src.pooling)
     members = [Member("teacher", teacher, list(range(encoder.config.num_layers)), None)]
@@ -665,12 +667,13 @@ def _digest(texts: list[str], labels: list[int] | None = None) -> str:
     return h.hexdigest()
 
 
-def _backend(name: str, device: torch.device, head_size: int) -> str:
-    """The attention backend training will use (bf16 on CUDA, fp32 on CPU); a bad --attention is a one-line error."""
+def _backend(name: str, device: torch.device, head_size: int, dropout: bool) -> str:
+    """The attention backend training will use (bf16 on CUDA, fp32 on CPU, with the model's
+    attention dropout); a bad --attention is a one-line error."""
     from nanonet.model.attention import pick_backend
 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     try:
-        return pick_backend(device, dtype, head_size, name).name
+        return pick_backend(device, dtype, head_size, name, dropout).name
     except ValueError as e:
         raise NanonetError(f"--attention: {e}") from None

@@ -61,7 +61,7 @@ def main() -> None:
     for route in ROUTES:
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            path, facts = export_verified(model, model.config.max_length, route, workdir=Path(tmp))
+            path, facts = export_verified(model, model.config.max_length, route, None, Path(tmp))
             export_s = time.perf_counter() - t0
             opts = ort.SessionOptions()
             opts.intra_op_num_threads, opts.inter_op_num_threads = args.threads, 1

@@ -21,8 +21,10 @@ def sample_texts(path: str | Path, n: int, seed: int = 0, text_col: str = "text"
     rng = random.Random(seed)
     reservoir: list[str] = []
     seen = 0
+    first_error = None
     for rec in iter_records(path, text_col):
         if rec.text is None:
+            first_error = first_error or f"line {rec.line}: {rec.error}"
             continue
         seen += 1
         if len(reservoir) < n:
@@ -32,6 +34,7 @@ def sample_texts(path: str | Path, n: int, seed: int = 0, text_col: str = "text"
             if j < n:
                 reservoir[j] = rec.text
     if not reservoir:
-        raise NanonetError(f"{path}: no calibration text in it (empty, or no '{text_col}' values)")
+        why = f"; {first_error}" if first_error else ""
+        raise NanonetError(f"{path}: no calibration text in it (empty, or no '{text_col}' values{why})")
     rng.shuffle(reservoir)
     return reservoir

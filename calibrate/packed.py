@@ -168,7 +168,7 @@ def quantize_packed(
 
     names = PACKED_INPUTS
     work = Path(work)
-    model = onnx.load(str(src))
+    model = onnx.load(str(src), load_external_data=False)  # a bundle keeps its weights inside the graph
     products = weight_products(model)
     expanded = work / "packed_expanded.onnx"
     onnx.save(expand_attention(model), str(expanded))

@@ -37,8 +37,6 @@ from __future__ import annotations
 import copy
 import logging
 import re
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +53,7 @@ from nanonet.calibrate.static import OP_TYPES, calibrate_ranges, quantize_qdq
 from nanonet.runtimes.bundle import Bundle, Manifest, read_bundle, write_bundle
 from nanonet.runtimes.classifier import Classifier
 from nanonet.runtimes.errors import NanonetError
+from nanonet.runtimes.fsutil import work_dir
 from nanonet.runtimes.metrics import agreement
 
 METHODS = ("dynamic", "static")
@@ -151,26 +150,26 @@ def quantize_bundle(
         raise NanonetError(f"{bundle}: already quantized ({src.manifest.precision}); quantize the fp32 bundle")
     texts = sample_texts(calib, s.samples, s.seed, s.text_col) if calib is not None else []
     method = s.choose_method(bool(texts), say)
-    work = Path(tempfile.mkdtemp(prefix="nanonet-quantize-"))
     root_level = logging.getLogger().level
     # ONNX Runtime's quantizer suggests shape pre-processing on every call (root logger);
     # the graph's shapes are already inferred by the exporter
     logging.getLogger().setLevel(logging.ERROR)
     try:
-        job = Job.prepare(src, s, method, texts, work)
-        job.transform(say)
-        int8 = work / "model.onnx"
-        kept, sensitivity, reached = job.quantize_checked(int8, say)
-        manifest = job.manifest(Path(bundle), kept, sensitivity, reached, census(int8), int8)
-        files = {"model.onnx": int8, "tokenizer.json": src.file("tokenizer.json")}
-        if s.target == "tensorrt":
-            manifest.quantization["tensorrt_graph"] = job.quantize_packed_graph(say)
-            if manifest.quantization["tensorrt_graph"]:
-                files["model.trt.onnx"] = work / "model.trt.onnx"
-        write_bundle(out, manifest, files)
+        # built beside the new bundle (one filesystem), removed on every exit
+        with work_dir(out, "quantize") as work:
+            job = Job.prepare(src, s, method, texts, work)
+            job.transform(say)
+            int8 = work / "model.onnx"
+            kept, sensitivity, reached = job.quantize_checked(int8, say)
+            manifest = job.manifest(Path(bundle), kept, sensitivity, reached, census(int8), int8)
+            files = {"model.onnx": int8, "tokenizer.json": src.file("tokenizer.json")}
+            if s.target == "tensorrt":
+                manifest.quantization["tensorrt_graph"] = job.quantize_packed_graph(say)
+                if manifest.quantization["tensorrt_graph"]:
+                    files["model.trt.onnx"] = work / "model.trt.onnx"
+            write_bundle(out, manifest, files)
     finally:
         logging.getLogger().setLevel(root_level)
-        shutil.rmtree(work, ignore_errors=True)
     return manifest.__dict__
 
 
@@ -229,7 +228,7 @@ class Job:
         # half the calibration texts judge agreement, half give the ranges (smoothing, outlier
         # split, static): agreement from a slice too small to see 1% of flips let a 97% bundle pass
         held = max(1, len(texts) // 2) if len(texts) > 1 else 0
-        model = onnx.load(str(src.file("model.onnx")))
+        model = onnx.load_from_string(src.read_bytes("model.onnx"))  # the verified bytes; no external data read
         fixed_values = finite_mask(model)
         embedding = quantize_embedding_table(model)
         fp32 = work / "fp32.onnx"

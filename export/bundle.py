@@ -4,8 +4,6 @@ manifest.json), written atomically through runtimes.bundle."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 from nanonet import __version__
@@ -14,6 +12,7 @@ from nanonet.model.checkpoint import load_checkpoint
 from nanonet.model.encoder import NanoClassifier
 from nanonet.runtimes.bundle import Manifest, write_bundle
 from nanonet.runtimes.errors import NanonetError
+from nanonet.runtimes.fsutil import work_dir
 
 
 def bundle_tokenizer(tokenizer_file: Path, max_length: int) -> tuple[bytes, int]:
@@ -83,8 +82,8 @@ def export_bundle(
     max_length = max_length or cfg.max_length
     if not 1 < max_length <= limit:
         raise NanonetError(f"--max-length: must be in 2..{limit} for this model, got {max_length}")
-    work = Path(tempfile.mkdtemp(prefix="nanonet-export-"))
-    try:
+    # built beside the bundle (one filesystem, so the bundle renames into place), removed on every exit
+    with work_dir(out, "export") as work:
         onnx_path, facts = export_verified(model, max_length, route, opset, work)
         tokenizer, pad_id = bundle_tokenizer(ckpt.tokenizer_file, max_length)
         files = {"model.onnx": onnx_path, "tokenizer.json": tokenizer}
@@ -105,6 +104,4 @@ def export_bundle(
             export={**facts, "pad_id": pad_id},
         )
         write_bundle(out, manifest, files)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return manifest.__dict__

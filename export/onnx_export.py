@@ -19,7 +19,6 @@ TensorRT graph build on that op.
 from __future__ import annotations
 
 import logging
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -145,12 +144,9 @@ def verify(model: NanoClassifier, onnx_path: Path, max_length: int, threads: int
     return checks
 
 
-def export_verified(
-    model: NanoClassifier, max_length: int, route: str = DEFAULT_ROUTE, opset: int | None = None, workdir: Path | None = None
-) -> tuple[Path, dict]:
-    """Export to a temporary file and verify it; returns (path, export facts incl. the checks)."""
-    workdir = Path(workdir or tempfile.mkdtemp(prefix="nanonet-export-"))
-    path = workdir / "model.onnx"
+def export_verified(model: NanoClassifier, max_length: int, route: str, opset: int | None, workdir: Path) -> tuple[Path, dict]:
+    """Export to `workdir`/model.onnx and verify it; returns (path, export facts incl. the checks)."""
+    path = Path(workdir) / "model.onnx"
     facts = export_graph(model, path, route, opset)
     facts["verification"] = verify(model, path, max_length)
     facts["tolerance"] = TOLERANCE

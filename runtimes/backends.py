@@ -59,10 +59,18 @@ class OnnxRuntimeBackend:
         import onnxruntime as ort
 
         opts = ort_options(threads)
+        opts.log_severity_level = 4  # a load failure becomes one line below, not ONNX Runtime's log too
         path = bundle.file("model.onnx")
+        # from the verified bytes, not the path: ONNX Runtime then reads no other file (a
+        # graph that points at external weights fails to load), and reads what was hashed
+        model = bundle.read_bytes("model.onnx")
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # ONNX Runtime raises its own exception types
+            if "xternal data" in str(e) or "model_path must not be empty" in str(e):
+                raise NanonetError(
+                    f"{path}: refers to weights in another file (external data); a bundle keeps them inside model.onnx"
+                ) from None
             raise NanonetError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0]})") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
 

@@ -82,6 +82,15 @@ class Bundle:
             raise NanonetError(f"{self.path}: the bundle has no {name} (files: {', '.join(self.manifest.files)})")
         return self.path / name
 
+    def read_bytes(self, name: str) -> bytes:
+        """The bytes of a listed file, checked against the manifest's sha256 as they are read:
+        what a runtime loads is what was verified (no second read that could differ)."""
+        f = self.file(name)
+        data = f.read_bytes()
+        if hashlib.sha256(data).hexdigest() != self.manifest.files[name].get("sha256"):
+            raise NanonetError(f"{f}: sha256 does not match the manifest (the file was changed or damaged)")
+        return data
+
     @property
     def size_bytes(self) -> int:
         return sum(f["bytes"] for f in self.manifest.files.values())
@@ -108,10 +117,34 @@ def read_bundle(path: str | Path, verify: bool = True) -> Bundle:
         manifest = Manifest(**{k: v for k, v in raw.items() if k in known})
     except TypeError as e:
         raise NanonetError(f"{mpath}: incomplete manifest ({e})") from None
+    refuse_links(path)
     for name, meta in manifest.files.items():
+        if not inside(path, name):
+            # says nothing of what the entry points at, so a bundle cannot probe the machine
+            raise NanonetError(f"{mpath}: file entry {name!r} is not a plain path inside the bundle; refused")
         f = path / name
         if not f.is_file():
             raise NanonetError(f"{f}: missing from the bundle")
         if verify and sha256(f) != meta.get("sha256"):
             raise NanonetError(f"{f}: sha256 does not match the manifest (the file was changed or damaged)")
     return Bundle(path, manifest)
+
+
+def inside(bundle: Path, name: object) -> bool:
+    """A manifest entry names a file inside the bundle: a relative path, no '..', no
+    backslash or NUL, and resolving under the bundle directory."""
+    if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
+        return False
+    rel = Path(name)
+    if rel.is_absolute() or rel.drive or any(part in ("..", "") for part in rel.parts):
+        return False
+    root = bundle.resolve()
+    return (root / rel).resolve().is_relative_to(root)
+
+
+def refuse_links(bundle: Path) -> None:
+    """A bundle holds no symbolic links (one could make the runtime read outside it); the
+    bundle directory itself may be one, as a `latest` link to a release often is."""
+    for p in bundle.rglob("*"):
+        if p.is_symlink():
+            raise NanonetError(f"{bundle}: {p.relative_to(bundle).as_posix()!r} is a symbolic link; bundles may not hold links")

@@ -67,7 +67,9 @@ class Classifier:
         m = bundle.manifest
         self.labels, self.max_length = list(m.labels), int(m.max_length)
         try:
-            self.tokenizer = Tokenizer.from_file(str(bundle.file("tokenizer.json")))
+            self.tokenizer = Tokenizer.from_str(bundle.read_bytes("tokenizer.json").decode("utf-8"))
+        except NanonetError:
+            raise
         except Exception as e:  # tokenizers raises a bare Exception on bad JSON
             raise NanonetError(f"{bundle.path / 'tokenizer.json'}: cannot load the tokenizer ({e})") from None
         self.tokenizer.no_padding()  # padding is per micro-batch, below

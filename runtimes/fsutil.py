@@ -10,6 +10,53 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _readable_by_umask(directory: Path) -> None:
+    """mkdtemp makes its directory 0700; what is renamed into place gets the user's umask,
+    as a directory any other tool makes does."""
+    os.chmod(directory, 0o777 & ~_umask())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_work(target: Path, kind: str) -> None:
+    """Work directories beside `target` that a killed process of ours left (its pid is gone)."""
+    for p in target.parent.glob(f".{target.name}.{kind}-*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)) and p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def work_dir(target: str | Path, kind: str = "work") -> Iterator[Path]:
+    """A scratch directory beside `target` (the same filesystem, so what is built there
+    renames into place), removed on every exit; one left by a killed run (SIGKILL) is
+    removed by the next."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_work(target, kind)
+    work = target.with_name(f".{target.name}.{kind}-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield a temporary directory beside `target`; on success it replaces `target` (an
@@ -17,6 +64,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    _readable_by_umask(tmp)
     try:
         yield tmp
         if target.exists():

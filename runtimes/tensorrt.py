@@ -184,7 +184,7 @@ class TensorRTBackend:
     def __init__(self, bundle: Bundle, threads: int | None = None):
         # an AOT plan carries its attention kernels: nothing to register in this process
         plan = bundle.file("model.plan")
-        self.runner = EngineRunner(plan.read_bytes(), engine_facts(bundle).get("profile", {}), str(plan))
+        self.runner = EngineRunner(bundle.read_bytes("model.plan"), engine_facts(bundle).get("profile", {}), str(plan))
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         ids, cu, longest = pack(feeds)

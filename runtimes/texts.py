@@ -7,8 +7,8 @@ and go on.
 
 from __future__ import annotations
 
+import codecs
 import csv
-import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,18 +39,15 @@ def iter_records(
 ) -> Iterator[Record]:
     """Yield a Record per input line. `progress(bytes_read)` is called as the file is read."""
     path = Path(path)
-    if not path.is_file():
-        raise NanonetError(f"{path}: no such file")
+    raw = open_input(path)
     kind = file_kind(path)
-    try:
-        raw = open(path, "rb")
-    except OSError as e:
-        raise NanonetError(f"{path}: cannot be read ({e.strerror or e})") from None
     with raw:
-        f = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
-        lines = _lines(f, raw, progress)
+        lines = decoded_lines(raw, progress)
         if kind == "text":
             for n, line in lines:
+                if isinstance(line, UnicodeDecodeError):
+                    yield Record(n, None, error=not_utf8(line))
+                    continue
                 text = line.rstrip("\r\n")
                 yield Record(n, text) if text.strip() else Record(n, None, error="empty line")
         elif kind == "jsonl":
@@ -59,19 +56,39 @@ def iter_records(
             yield from _csv(path, lines, text_col, label_col, "\t" if kind == "tsv" else ",")
 
 
-def _lines(f, raw, progress) -> Iterator[tuple[int, str]]:
-    n = 0
-    while True:
-        try:
-            line = f.readline()
-        except UnicodeDecodeError as e:
-            raise NanonetError(f"{raw.name}: line {n + 1}: not UTF-8 text ({e.reason})") from None
-        if not line:
-            return
-        n += 1
+def open_input(path: Path):
+    """The file opened for reading in binary, or a one-line error saying why it cannot be."""
+    if path.is_dir():
+        raise NanonetError(f"{path}: is a directory, not a file")
+    if not path.is_file():
+        raise NanonetError(f"{path}: no such file")
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        raise NanonetError(f"{path}: cannot be read ({e.strerror or e})") from None
+
+
+def decoded_lines(raw, progress: callable | None = None) -> Iterator[tuple[int, str | UnicodeDecodeError]]:
+    """(line number, text) per line of a binary file, each line decoded alone so that a bad
+    byte is reported on its own line (the error in place of the text) and the rest still
+    read; a UTF-8 byte-order mark at the start is dropped."""
+    for n, data in enumerate(iter(raw.readline, b""), start=1):
+        if n == 1 and data.startswith(codecs.BOM_UTF8):
+            data = data[len(codecs.BOM_UTF8) :]
         if progress is not None and n % 256 == 0:
             progress(raw.tell())
-        yield n, line
+        try:
+            yield n, data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            yield n, e
+
+
+def not_utf8(e: UnicodeDecodeError) -> str:
+    return f"not UTF-8 text ({e.reason} at byte {e.start + 1} of the line)"
+
+
+def json_error(e: json.JSONDecodeError) -> str:
+    return f"not valid JSON ({e.msg.removesuffix(' at')} at column {e.colno})"  # "Invalid control character at"
 
 
 def _check(n: int, text, label_col: str | None, row: dict) -> Record:
@@ -87,13 +104,16 @@ def _check(n: int, text, label_col: str | None, row: dict) -> Record:
 
 def _jsonl(lines, text_col: str, label_col: str | None) -> Iterator[Record]:
     for n, line in lines:
+        if isinstance(line, UnicodeDecodeError):
+            yield Record(n, None, error=not_utf8(line))
+            continue
         if not line.strip():
             yield Record(n, None, error="empty line")
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            yield Record(n, None, error=f"not valid JSON ({e.msg})")
+            yield Record(n, None, error=json_error(e))
             continue
         if not isinstance(row, dict):
             yield Record(n, None, error="not a JSON object")
@@ -103,9 +123,17 @@ def _jsonl(lines, text_col: str, label_col: str | None) -> Iterator[Record]:
             yield _check(n, row[text_col], label_col, row)
 
 
+def _decodable(path: Path, lines) -> Iterator[str]:
+    for n, line in lines:
+        if isinstance(line, UnicodeDecodeError):
+            raise NanonetError(f"{path}: line {n}: {not_utf8(line)}")
+        yield line
+
+
 def _csv(path: Path, lines, text_col: str, label_col: str | None, delimiter: str) -> Iterator[Record]:
-    # csv.reader pulls more lines itself for quoted cells that span lines
-    reader = csv.reader((line for _, line in lines), delimiter=delimiter)
+    # csv.reader pulls more lines itself for quoted cells that span lines, so a line it
+    # cannot decode stops the file (naming the line) rather than becoming a record
+    reader = csv.reader(_decodable(path, lines), delimiter=delimiter)
     try:
         header = next(reader)
     except StopIteration:

@@ -148,6 +148,21 @@ def write_synthetic_data(directory: Path, per_class: dict[str, int], seed: int =
     return directory
 
 
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_bert_dir, tmp_path_factory) -> Path:
+    """An exported bundle of the tiny BERT with a two-label head (needs torch and the export extra)."""
+    from nanonet.export.bundle import export_bundle
+    from nanonet.model.checkpoint import save_checkpoint
+    from nanonet.model.encoder import NanoClassifier
+    from nanonet.model.hf import load_pretrained
+
+    root = tmp_path_factory.mktemp("tiny-bundle")
+    src = load_pretrained(str(tiny_bert_dir))
+    ckpt = save_checkpoint(root / "ckpt", NanoClassifier(src.encoder, 2, src.pooling), ["a", "b"], src.path)
+    export_bundle(ckpt, root / "bundle", max_length=32)
+    return root / "bundle"
+
+
 @pytest.fixture()
 def tiny_data(tmp_path) -> Path:
     return write_synthetic_data(tmp_path / "data", {"train": 40, "dev": 8, "test": 12})

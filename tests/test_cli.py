@@ -85,3 +85,17 @@ def test_info_on_corrupt_checkpoint(tmp_path, tiny_bert_dir):
     done = nanonet("info", str(broken))
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert f"{broken / 'model.safetensors'}: corrupt or truncated" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "args,line",
+    [
+        (["predict", "no-bundle", "x", "--batch-size", "0"], "error: --batch-size: must be >= 1, got 0"),
+        (["predict", "no-bundle", "--input", "."], "error: .: is a directory, not a file"),
+        (["predict", "no-bundle", "--input", "missing.jsonl"], "error: missing.jsonl: no such file"),
+    ],
+)
+def test_predict_refuses_bad_flags_before_loading_the_bundle(args, line, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "nanonet", *args], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == [line], done.stderr

@@ -74,7 +74,7 @@ def test_unreadable_files(tmp_path):
     with pytest.raises(NanonetError, match="no such file"):
         read_table(tmp_path / "nope.jsonl")
     (tmp_path / "bin.jsonl").write_bytes(b"\xff\xfe\x00garbage")
-    with pytest.raises(NanonetError, match="bin.jsonl: not UTF-8"):
+    with pytest.raises(NanonetError, match="bin.jsonl: line 1: not UTF-8"):
         read_table(tmp_path / "bin.jsonl")
     with pytest.raises(NanonetError, match="unknown file type"):
         read_table(_write(tmp_path / "d.xml", ROWS, "jsonl"))

@@ -222,6 +222,37 @@ def test_cli_predict_and_bench_json(bert_bundle, tmp_path):
     assert result["bundle_mb"] > 0 and result["peak_rss_mb"] > 0
 
 
+def test_cli_predict_says_how_many_texts_were_truncated(bert_bundle, tmp_path):
+    long = " ".join(WORDS[:80])  # past the bundle's 48 tokens
+    done = _cli("predict", str(bert_bundle[1]), long, "w1 w2")
+    assert done.returncode == 0, done.stderr
+    assert "1 of 2 texts were cut to the bundle's 48 tokens" in done.stdout
+    done = _cli("predict", str(bert_bundle[1]), long, "--json")
+    assert len(done.stdout.splitlines()) == 1 and "1 of 1 texts were cut to the bundle's 48 tokens" in done.stderr
+    data = tmp_path / "in.txt"
+    data.write_text(f"{long}\nw1\n")
+    done = _cli("predict", str(bert_bundle[1]), "--input", str(data), "--output", str(tmp_path / "out.jsonl"), "--json")
+    assert json.loads(done.stdout)["truncated"] == 1
+
+
+def test_validate_plot_without_matplotlib_is_refused_before_the_work(tmp_path):
+    code = "import sys\nfrom nanonet.cli import main\nsys.argv = ['nanonet', *sys.argv[1:]]\nmain()\n"
+    done = run_without(
+        {"matplotlib"},
+        code,
+        "validate",
+        str(tmp_path / "no-cand"),
+        "--reference",
+        str(tmp_path / "no-ref"),
+        "--data",
+        str(tmp_path / "none.jsonl"),
+        "--plot",
+        str(tmp_path / "p.png"),
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "--plot needs the 'matplotlib' package" in done.stderr  # not the missing bundles: the extra is checked first
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

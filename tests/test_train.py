@@ -597,3 +597,33 @@ def test_the_default_max_length_never_exceeds_the_teachers(tiny_data, tiny_bert_
     assert own < TrainArgs.max_length  # the tiny teacher's 64 positions, below the default 128
     report = train(tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, steps=2), progress=False)
     assert report["data"]["max_length"] == own == load_checkpoint(tmp_path / "run" / "student").model.config.max_length
+
+
+def test_a_sigkilled_cli_run_resumes_to_the_same_student(tiny_data, tiny_bert_dir, tmp_path):
+    """A real `nanonet train` process killed with SIGKILL (no cleanup of any kind) between
+    two saved states, then resumed, ends with the student an uninterrupted run writes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def command(out: Path, *extra: str) -> list[str]:
+        flags = ["--data", str(tiny_data), "--teacher", str(tiny_bert_dir), "--labels-per-class", "4", "--dev-per-class", "8"]
+        flags += ["--steps", "60", "--eval-every", "5", "--contrastive-steps", "0", "--threads", "1", "--seed", "3", "--json"]
+        return [sys.executable, "-m", "nanonet", "train", "--out", str(out), *flags, *extra]
+
+    whole = subprocess.run(command(tmp_path / "whole"), capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr
+    proc = subprocess.Popen(command(tmp_path / "cut"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = tmp_path / "cut" / "state" / "state.json"
+    deadline = time.monotonic() + 300
+    while not state.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    saved = json.loads(state.read_text())["step"]
+    assert 5 <= saved < 60 and not (tmp_path / "cut" / "report.json").exists()
+    resumed = subprocess.run(command(tmp_path / "cut", "--resume"), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (tmp_path / "cut/student/model.safetensors").read_bytes() == (tmp_path / "whole/student/model.safetensors").read_bytes()

@@ -146,7 +146,7 @@ def verify_engine(plan: bytes, onnx_path: Path, spec: EngineSpec) -> list[dict]:
     from nanonet.export.tensorrt.engine_check import check_engine, graph_facts, onnxruntime_reference
     from nanonet.runtimes.tensorrt import EngineRunner
 
-    windows, vocab_size = graph_facts(onnx.load(str(onnx_path)))
+    windows, vocab_size = graph_facts(onnx.load(str(onnx_path), load_external_data=False))
     runner = EngineRunner(plan, spec.__dict__, f"{onnx_path} (engine being built)")
     try:
         engine = lambda ids, cu, longest: runner.run(ids, cu, longest.size)  # noqa: E731
@@ -167,7 +167,7 @@ def network_graph(onnx_path: Path, plugin: str, precision: str, native: bool = F
     from nanonet.export.tensorrt.precision import cast_around, to_float16
     from nanonet.export.tensorrt.varlen_op import OP_TYPE
 
-    model = onnx.load(str(onnx_path))
+    model = onnx.load(str(onnx_path), load_external_data=False)  # a bundle keeps its weights inside the graph
     if precision == "int8" and not any(n.op_type == "QuantizeLinear" for n in model.graph.node):
         raise NanonetError(f"{onnx_path}: an int8 engine needs the graph quantized with nanonet quantize --method static --target tensorrt")
     if native:

@@ -23,8 +23,16 @@ from nanonet.cli import info, train, export, predict, quantize  # noqa: E402, F4
 __all__ = ["app", "main"]
 
 
+def _exit_on_signal(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds, so work directories and temporary files are removed
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 1."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit_on_signal)
     try:
         app()
     except NanonetError as e:

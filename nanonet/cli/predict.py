@@ -41,12 +41,24 @@ def predict(
 
     if bool(texts) == bool(input):
         raise NanonetError("give texts as arguments or --input FILE (one of the two)")
+    if batch_size < 1:
+        raise NanonetError(f"--batch-size: must be >= 1, got {batch_size}")
+    if input:
+        from pathlib import Path
+
+        from nanonet.runtimes.texts import file_kind, open_input
+
+        open_input(Path(input)).close()  # a missing file or a directory is refused before the bundle loads
+        file_kind(Path(input))
     clf = load(bundle, backend, threads)
     if texts:
         preds = clf.predict(texts, batch_size)
+        truncated = clf.stats.truncated
         if as_json or output:
             lines = "".join(json.dumps({"text": t, **p.to_dict()}, ensure_ascii=False) + "\n" for t, p in zip(texts, preds))
             _emit(lines, output)
+            if truncated:
+                err.print(f"{truncated} of {len(texts)} texts were cut to the bundle's {clf.max_length} tokens", highlight=False)
             return
         table = Table(title=f"nanonet predict: {bundle}", title_justify="left")
         for col in ("text", "label", "score"):
@@ -54,6 +66,8 @@ def predict(
         for t, p in zip(texts, preds):
             table.add_row(escape(t if len(t) <= 80 else t[:77] + "..."), escape(p.label), f"{p.score:.3f}")
         stdout.print(table)
+        if truncated:
+            stdout.print(f"{truncated} of {len(texts)} texts were cut to the bundle's {clf.max_length} tokens", highlight=False)
         return
     from nanonet.cli.predict_file import predict_file
 
@@ -61,7 +75,10 @@ def predict(
     if as_json and output:
         stdout.print_json(json.dumps(summary))
     elif output:
-        stdout.print(f"{summary['predicted']} predictions, {summary['malformed']} malformed lines -> {escape(output)}")
+        cut = f", {summary['truncated']} cut to {clf.max_length} tokens" if summary["truncated"] else ""
+        stdout.print(f"{summary['predicted']} predictions, {summary['malformed']} malformed lines{cut} -> {escape(output)}")
+    elif summary["truncated"]:
+        err.print(f"{summary['truncated']} texts were cut to the bundle's {clf.max_length} tokens", highlight=False)
 
 
 def _emit(text: str, output: Optional[str]) -> None:

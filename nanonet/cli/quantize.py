@@ -102,6 +102,10 @@ def validate(
     from nanonet.calibrate.validate import plot
     from nanonet.calibrate.validate import validate as run
 
+    if plot_file:
+        from nanonet.extras import require
+
+        require("matplotlib", "--plot")  # before the validation runs, not after
     report = run(candidate, reference, data, text_col, label_col, threads=threads)
     if plot_file:
         plot(report, plot_file)

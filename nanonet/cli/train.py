@@ -79,6 +79,7 @@ def train(
         help="Refit the teacher's head on the labels plus this share of each class's most certain propagated labels (0: off).",
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last saved state."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over in a non-empty --out, replacing a previous run's outputs."),
     attention: str = typer.Option("auto", "--attention", help="auto | flash | torch_varlen | sdpa | reference"),
     attention_dropout: Optional[float] = typer.Option(
         None, "--attention-dropout", help="Attention dropout in training (default: the teacher's; torch_varlen needs 0)."
@@ -87,6 +88,9 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of a table."),
 ) -> None:
     """Distil a teacher into a cohort of students from N labels per class (NanoNet)."""
+    from nanonet.rundir import check_out_dir
+
+    check_out_dir(out, resume, overwrite)  # before torch and the teacher load (seconds)
     from nanonet.train import TrainArgs
     from nanonet.train import train as run
 
@@ -124,6 +128,7 @@ def train(
         graph_refreshes=graph_refreshes,
         pseudo_head_share=pseudo_head_share,
         resume=resume,
+        overwrite=overwrite,
         attention=attention,
         attention_dropout=attention_dropout,
         threads=threads,

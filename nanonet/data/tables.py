@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from nanonet.runtimes.errors import NanonetError
+from nanonet.runtimes.texts import decoded_lines, json_error, not_utf8, open_input
 
 SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".txt": "text"}
 
@@ -31,6 +33,8 @@ class Table:
 def read_table(path: str | Path, text_col: str = "text", label_col: str | None = "label", need_labels: bool = False) -> Table:
     """Read one file. `label_col=None` reads text only; `need_labels` makes a missing label column an error."""
     path = Path(path)
+    if path.is_dir():
+        raise NanonetError(f"{path}: is a directory, not a file")
     if not path.is_file():
         raise NanonetError(f"{path}: no such file")
     kind = SUFFIXES.get(path.suffix.lower())
@@ -41,8 +45,6 @@ def read_table(path: str | Path, text_col: str = "text", label_col: str | None =
     rows = {"jsonl": _jsonl, "csv": _csv, "tsv": _csv, "parquet": _parquet, "text": _text}[kind](path, kind)
     try:
         return _collect(path, rows, text_col, label_col, need_labels)
-    except UnicodeDecodeError as e:
-        raise NanonetError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
         raise NanonetError(f"{path}: cannot be read ({e.strerror or e})") from None
     except csv.Error as e:
@@ -73,26 +75,34 @@ def _collect(path: Path, rows, text_col: str, label_col: str | None, need_labels
     return Table(str(path), texts, labels)
 
 
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line, decoded one at a time so that a bad byte names its
+    line; a UTF-8 byte-order mark at the start is dropped."""
+    with open_input(path) as raw:
+        for n, line in decoded_lines(raw):
+            if isinstance(line, UnicodeDecodeError):
+                raise NanonetError(f"{path}: line {n}: {not_utf8(line)}")
+            yield n, line
+
+
 def _jsonl(path: Path, kind: str):
-    with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise NanonetError(f"{path}: row {i}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise NanonetError(f"{path}: row {i}: expected a JSON object")
-            yield row
+    for i, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise NanonetError(f"{path}: row {i}: {json_error(e)}") from None
+        if not isinstance(row, dict):
+            raise NanonetError(f"{path}: row {i}: expected a JSON object")
+        yield row
 
 
 def _csv(path: Path, kind: str):
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f, delimiter="\t" if kind == "tsv" else ",")
-        if reader.fieldnames is None:
-            return
-        yield from reader
+    reader = csv.DictReader((line for _, line in _lines(path)), delimiter="\t" if kind == "tsv" else ",")
+    if reader.fieldnames is None:
+        return
+    yield from reader
 
 
 def _parquet(path: Path, kind: str):
@@ -108,7 +118,6 @@ def _parquet(path: Path, kind: str):
 
 
 def _text(path: Path, kind: str):
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield {"text": line.rstrip("\n")}
+    for _, line in _lines(path):
+        if line.strip():
+            yield {"text": line.rstrip("\r\n")}

@@ -140,6 +140,8 @@ class TrainArgs:
     was better on dev than 256 and cost half the time (docs/tuning.md)."""
     resume: bool = False
     """Continue from the run directory's last saved state."""
+    overwrite: bool = False
+    """Start a fresh run in a non-empty run directory, replacing a previous run's outputs there (nanonet/rundir.py)."""
     threads: int | None = None
     """CPU threads for torch (default: torch's choice)."""
 

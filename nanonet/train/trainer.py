@@ -33,6 +33,7 @@ from nanonet.data.tokens import BatchStream, Tokenized, padding_share, tokenize
 from nanonet.model.checkpoint import make_student, save_checkpoint
 from nanonet.model.encoder import NanoClassifier
 from nanonet.model.hf import Pretrained, load_pretrained
+from nanonet.rundir import check_out_dir, clear_stale_state
 from nanonet.runtimes.errors import NanonetError
 from nanonet.runtimes.fsutil import atomic_write_text
 from nanonet.train import distributed as dist
@@ -57,8 +58,10 @@ LAB_SALT, UNL_SALT = 1, 2  # the labeled and unlabeled batch streams draw from d
 def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None] | None = None) -> dict:
     """Run NanoNet training; returns the report (also written to OUT/report.json)."""
     args.validate()
-    refuse_to_overwrite(Path(args.out), args)
+    check_out_dir(args.out, args.resume, args.overwrite)
     ctx = dist.setup()
+    if args.overwrite and not args.resume and ctx.rank == 0:
+        clear_stale_state(args.out)
     if args.eval_tokens is None:  # resolved here, so the report and the resume state hold the value used
         args = dataclasses.replace(args, eval_tokens=eval_tokens_for(ctx.device))
     if args.threads:
@@ -97,13 +100,6 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
     dist.barrier(ctx)
     dist.teardown(ctx)
     return report
-
-
-def refuse_to_overwrite(out: Path, args: TrainArgs) -> None:
-    """A fresh run never writes over a previous run's state: checked first, before anything
-    is loaded or written, and on every rank, so no rank waits for one that stopped."""
-    if not args.resume and (out / "state").exists():
-        raise NanonetError(f"{out}: holds a previous run's state; pass --resume to continue it, or choose another --out")
 
 
 @dataclass

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from nanonet.runtimes.errors import NanonetError
 
-# what a run writes into --out; --overwrite replaces these and nothing else
-RUN_OUTPUTS = ("state", "adapted_teacher.safetensors", "student", "teacher", "report.json")
+# --overwrite removes these before the run; its other outputs (student/, teacher/,
+# report.json) are replaced as it writes them, and files of the user's stay
 STALE_ON_A_FRESH_RUN = ("state", "adapted_teacher.safetensors")  # resumable leftovers of the run replaced
 
 

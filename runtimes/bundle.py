@@ -88,7 +88,7 @@ class Bundle:
         f = self.file(name)
         data = f.read_bytes()
         if hashlib.sha256(data).hexdigest() != self.manifest.files[name].get("sha256"):
-            raise NanonetError(f"{f}: sha256 does not match the manifest (the file was changed or damaged)")
+            raise _changed(f)
         return data
 
     @property
@@ -126,8 +126,12 @@ def read_bundle(path: str | Path, verify: bool = True) -> Bundle:
         if not f.is_file():
             raise NanonetError(f"{f}: missing from the bundle")
         if verify and sha256(f) != meta.get("sha256"):
-            raise NanonetError(f"{f}: sha256 does not match the manifest (the file was changed or damaged)")
+            raise _changed(f)
     return Bundle(path, manifest)
+
+
+def _changed(f: Path) -> NanonetError:
+    return NanonetError(f"{f}: sha256 does not match the manifest (the file was changed or damaged)")
 
 
 def inside(bundle: Path, name: object) -> bool:

@@ -123,17 +123,18 @@ def _jsonl(lines, text_col: str, label_col: str | None) -> Iterator[Record]:
             yield _check(n, row[text_col], label_col, row)
 
 
-def _decodable(path: Path, lines) -> Iterator[str]:
+def decodable(path: Path, lines) -> Iterator[tuple[int, str]]:
+    """`decoded_lines` where a line that is not UTF-8 stops the file, naming the line."""
     for n, line in lines:
         if isinstance(line, UnicodeDecodeError):
             raise NanonetError(f"{path}: line {n}: {not_utf8(line)}")
-        yield line
+        yield n, line
 
 
 def _csv(path: Path, lines, text_col: str, label_col: str | None, delimiter: str) -> Iterator[Record]:
     # csv.reader pulls more lines itself for quoted cells that span lines, so a line it
     # cannot decode stops the file (naming the line) rather than becoming a record
-    reader = csv.reader(_decodable(path, lines), delimiter=delimiter)
+    reader = csv.reader((line for _, line in decodable(path, lines)), delimiter=delimiter)
     try:
         header = next(reader)
     except StopIteration:

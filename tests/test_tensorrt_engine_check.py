@@ -21,7 +21,7 @@ from nanonet.export.tensorrt.engine import network_graph  # noqa: E402
 from nanonet.export.tensorrt.engine_check import check_engine, graph_facts, onnxruntime_reference  # noqa: E402
 from nanonet.export.tensorrt.packed import export_packed  # noqa: E402
 from nanonet.export.tensorrt.varlen_op import OP_TYPE  # noqa: E402
-from nanonet.export.tensorrt.verify import packed_session  # noqa: E402
+from nanonet.export.tensorrt.verify import packed_runner  # noqa: E402
 from nanonet.model.checkpoint import make_student  # noqa: E402
 from nanonet.model.encoder import NanoClassifier  # noqa: E402
 from nanonet.model.hf import load_pretrained  # noqa: E402
@@ -49,8 +49,7 @@ def packed(tiny_bert_dir, tmp_path_factory):
 
 
 def _session_run(graph, float16: bool = False):
-    session = packed_session(model=graph, float16=float16)
-    return lambda ids, cu, longest: session.run(["logits"], {"input_ids": ids, "cu_seqlens": cu, "max_seqlen": longest})[0]
+    return packed_runner(model=graph, float16=float16)
 
 
 def _with_attention(path, **changes):

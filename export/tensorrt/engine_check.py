@@ -77,7 +77,6 @@ def check_engine(
 
 def onnxruntime_reference(onnx_path: Path) -> RunPacked:
     """ONNX Runtime's run of the packed graph at `onnx_path` (plugin nodes on the reference op)."""
-    from nanonet.export.tensorrt.verify import packed_session
+    from nanonet.export.tensorrt.verify import packed_runner
 
-    session = packed_session(onnx_path)
-    return lambda ids, cu, longest: session.run(["logits"], {"input_ids": ids, "cu_seqlens": cu, "max_seqlen": longest})[0]
+    return packed_runner(onnx_path)

@@ -47,12 +47,19 @@ def verification_batches(windows: list[int], max_length: int, vocab_size: int) -
     return [(name, *(t.numpy() for t in example_inputs(lengths, vocab_size, seed=i))) for i, (name, lengths) in enumerate(shapes)]
 
 
+def packed_runner(path: Path | None = None, model=None, float16: bool = False):
+    """(input_ids, cu_seqlens, max_seqlen) -> logits: ONNX Runtime's run of a packed graph
+    (`packed_session`'s arguments), plugin nodes on the reference op."""
+    session = packed_session(path, model, float16)
+    return lambda ids, cu, longest: session.run(["logits"], {"input_ids": ids, "cu_seqlens": cu, "max_seqlen": longest})[0]
+
+
 def verify_packed(model: NanoClassifier, path: Path, max_length: int) -> list[dict]:
     cfg = model.config
-    session = packed_session(path)
+    run = packed_runner(path)
     checks = []
     for name, ids, cu, longest in verification_batches([cfg.window(i) for i in range(cfg.num_layers)], max_length, cfg.vocab_size):
-        got = session.run(["logits"], {"input_ids": ids, "cu_seqlens": cu, "max_seqlen": longest})[0]
+        got = run(ids, cu, longest)
         with torch.no_grad():
             ref = model(pack_sequences([torch.from_numpy(ids[a:b]).long() for a, b in zip(cu[:-1].tolist(), cu[1:].tolist())])).numpy()
         diff, same = float(np.abs(got - ref).max()), bool((got.argmax(-1) == ref.argmax(-1)).all())

@@ -58,7 +58,7 @@ def predict(
             lines = "".join(json.dumps({"text": t, **p.to_dict()}, ensure_ascii=False) + "\n" for t, p in zip(texts, preds))
             _emit(lines, output)
             if truncated:
-                err.print(f"{truncated} of {len(texts)} texts were cut to the bundle's {clf.max_length} tokens", highlight=False)
+                err.print(_cut(truncated, clf.max_length, len(texts)), highlight=False)
             return
         table = Table(title=f"nanonet predict: {bundle}", title_justify="left")
         for col in ("text", "label", "score"):
@@ -67,7 +67,7 @@ def predict(
             table.add_row(escape(t if len(t) <= 80 else t[:77] + "..."), escape(p.label), f"{p.score:.3f}")
         stdout.print(table)
         if truncated:
-            stdout.print(f"{truncated} of {len(texts)} texts were cut to the bundle's {clf.max_length} tokens", highlight=False)
+            stdout.print(_cut(truncated, clf.max_length, len(texts)), highlight=False)
         return
     from nanonet.cli.predict_file import predict_file
 
@@ -78,7 +78,11 @@ def predict(
         cut = f", {summary['truncated']} cut to {clf.max_length} tokens" if summary["truncated"] else ""
         stdout.print(f"{summary['predicted']} predictions, {summary['malformed']} malformed lines{cut} -> {escape(output)}")
     elif summary["truncated"]:
-        err.print(f"{summary['truncated']} texts were cut to the bundle's {clf.max_length} tokens", highlight=False)
+        err.print(_cut(summary["truncated"], clf.max_length), highlight=False)
+
+
+def _cut(count: int, max_length: int, of: int | None = None) -> str:
+    return f"{count}{f' of {of}' if of is not None else ''} texts were cut to the bundle's {max_length} tokens"
 
 
 def _emit(text: str, output: Optional[str]) -> None:

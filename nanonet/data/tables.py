@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nanonet.runtimes.errors import NanonetError
-from nanonet.runtimes.texts import decoded_lines, json_error, not_utf8, open_input
+from nanonet.runtimes.texts import decodable, decoded_lines, json_error, open_input
 
 SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".txt": "text"}
 
@@ -79,10 +79,7 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, text) of each line, decoded one at a time so that a bad byte names its
     line; a UTF-8 byte-order mark at the start is dropped."""
     with open_input(path) as raw:
-        for n, line in decoded_lines(raw):
-            if isinstance(line, UnicodeDecodeError):
-                raise NanonetError(f"{path}: line {n}: {not_utf8(line)}")
-            yield n, line
+        yield from decodable(path, decoded_lines(raw))
 
 
 def _jsonl(path: Path, kind: str):

@@ -25,6 +25,7 @@ FLOORS = {
     "nanonet.model": 3,
     "nanonet.data": 3,
     "nanonet.train": 3,
+    "nanonet.active": 3,
     "nanonet.export": 4,
     "nanonet.cli": 5,
 }

@@ -17,7 +17,7 @@ from nanonet.runtimes.errors import NanonetError
 
 # Importing a command module registers its commands; `--help` lists them in this order.
 # isort: off
-from nanonet.cli import info, train, export, predict, quantize  # noqa: E402, F401
+from nanonet.cli import info, select, train, export, predict, quantize  # noqa: E402, F401
 # isort: on
 
 __all__ = ["app", "main"]

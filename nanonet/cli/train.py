@@ -22,7 +22,14 @@ def _layer_sets(value: Optional[str]) -> Optional[list[list[int]]]:
 
 @app.command()
 def train(
-    data: str = typer.Option(..., "--data", help="Directory with train/dev/test files, a train file, or a datasets name."),
+    data: Optional[str] = typer.Option(
+        None, "--data", help="Directory with train/dev/test files, a train file, or a datasets name (N per class drawn from train)."
+    ),
+    labeled: list[str] = typer.Option(
+        [], "--labeled", help="Instead of --data: a file of your labeled rows (repeatable; any number per class), with --unlabeled POOL."
+    ),
+    dev: Optional[str] = typer.Option(None, "--dev", help="With --labeled: labeled rows for model selection (none: final states kept)."),
+    test: Optional[str] = typer.Option(None, "--test", help="With --labeled: labeled rows to report test figures on."),
     out: str = typer.Option(..., "--out", help="Run directory (student/, teacher/, report.json)."),
     labels_per_class: int = typer.Option(10, "--labels-per-class", help="N labeled examples drawn per class."),
     dev_per_class: Optional[int] = typer.Option(
@@ -87,9 +94,13 @@ def train(
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of a table."),
 ) -> None:
-    """Distil a teacher into a cohort of students from N labels per class (NanoNet)."""
+    """Distil a teacher into a cohort of students from N labels per class, or a labeled file (NanoNet)."""
     from nanonet.rundir import check_out_dir
 
+    if (data is None) == (not labeled):
+        raise NanonetError(
+            "give --data (N labels per class drawn from its train file) or --labeled FILE (your labeled rows), one of the two"
+        )
     check_out_dir(out, resume, overwrite)  # before torch and the teacher load (seconds)
     from nanonet.train import TrainArgs
     from nanonet.train import train as run
@@ -97,6 +108,9 @@ def train(
     args = TrainArgs(
         data=data,
         out=out,
+        labeled=list(labeled),
+        dev=dev,
+        test=test,
         labels_per_class=labels_per_class,
         dev_per_class=dev_per_class,
         seed=seed,
@@ -143,9 +157,17 @@ def train(
     _print_train_report(report, out)
 
 
+def _what(report: dict) -> str:
+    settings, data = report["settings"], report["data"]
+    if settings.get("labeled"):
+        counts = data["label_counts"].values()
+        return f"{' + '.join(settings['labeled'])}, {data['labeled']} labels ({min(counts)}-{max(counts)} per class)"
+    return f"{settings['data']}, {settings['labels_per_class']} labels per class"
+
+
 def _print_train_report(report: dict, out: str) -> None:
     table = Table(
-        title=f"nanonet train: {report['settings']['data']}, {report['settings']['labels_per_class']} labels per class, seed {report['settings']['seed']}",
+        title=f"nanonet train: {_what(report)}, seed {report['settings']['seed']}",
         title_justify="left",
     )
     for col in ("model", "layers", "view", "dev acc / F1", "test acc / F1", "trainable / total"):

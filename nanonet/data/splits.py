@@ -34,10 +34,20 @@ class Splits:
     dev_source: str = "dev"  # "dev" file, or "held out from train"
     dev_per_class: int | None = None  # at most this many dev examples per class
     unlabeled_available: int | None = None  # the pool's size before `cap_unlabeled` drew from it
+    source: str = "labels per class"  # or "labeled file"
+    warnings: list[str] = field(default_factory=list)  # what a run should say before it starts
+    unpredictable: list[str] = field(default_factory=list)  # classes of dev or test that no labeled row names
+
+    def label_counts(self) -> dict[str, int]:
+        counts = np.bincount(np.asarray(self.labeled_ids, dtype=np.int64), minlength=len(self.labels))
+        return {name: int(n) for name, n in zip(self.labels, counts)}
 
     def summary(self) -> dict:
         return {
+            "source": self.source,
             "classes": len(self.labels),
+            "label_counts": self.label_counts(),
+            "unpredictable_classes": self.unpredictable,
             "labeled": len(self.labeled_texts),
             "unlabeled": len(self.unlabeled_texts),
             "unlabeled_available": self.unlabeled_available or len(self.unlabeled_texts),
@@ -163,6 +173,66 @@ def label_scarce(
         dev_source="held out from train" if hold_dev else "dev",
         dev_per_class=dev_n,
     )
+
+
+def hand_labeled(labeled: Table, unlabeled: list[str], dev: Table | None = None, test: Table | None = None) -> Splits:
+    """A person's labeled rows as they are, classes of any size; the pool is `unlabeled`
+    (without the texts that were labeled, which a cold-start pick takes from it).
+
+    A class with one labeled row still trains (a warning says so). A class that dev or
+    test names but no labeled row cannot be predicted: a warning names it, and its rows
+    count as errors (class id -1)."""
+    assert labeled.labels is not None
+    classes = sorted(set(labeled.labels))
+    if len(classes) < 2:
+        raise NanonetError(f"{labeled.path}: needs at least 2 classes, found {len(classes)}")
+    index = {c: i for i, c in enumerate(classes)}
+    ids = [index[label] for label in labeled.labels]
+    counts = np.bincount(ids, minlength=len(classes))
+    warnings = []
+    single = [c for c, n in zip(classes, counts) if n == 1]
+    if single:
+        warnings.append(
+            f"{labeled.path}: {_names(single)} {'has' if len(single) == 1 else 'have'} one labeled row; it trains, but label more"
+        )
+    unpredictable: list[str] = []
+
+    def gold(table: Table | None) -> tuple[list[str], list[int]]:
+        if table is None:
+            return [], []
+        assert table.labels is not None
+        unknown = sorted(set(table.labels) - set(index))
+        if unknown:
+            unpredictable.extend(c for c in unknown if c not in unpredictable)
+            n = sum(label in unknown for label in table.labels)
+            warnings.append(
+                f"{table.path}: {_names(unknown)} {'is' if len(unknown) == 1 else 'are'} in no labeled row and cannot be predicted; "
+                f"its {n} rows count as errors"
+            )
+        return table.texts, [index.get(label, -1) for label in table.labels]
+
+    dev_texts, dev_ids = gold(dev)
+    test_texts, test_ids = gold(test)
+    taken = set(labeled.texts)
+    return Splits(
+        labels=classes,
+        labeled_texts=list(labeled.texts),
+        labeled_ids=ids,
+        unlabeled_texts=[t for t in unlabeled if t not in taken],
+        dev_texts=dev_texts,
+        dev_ids=dev_ids,
+        test_texts=test_texts,
+        test_ids=test_ids,
+        dev_source="dev" if dev is not None else "none",
+        source="labeled file",
+        warnings=warnings,
+        unpredictable=unpredictable,
+    )
+
+
+def _names(classes: list[str], shown: int = 5) -> str:
+    names = ", ".join(f"'{c}'" for c in classes[:shown]) + (f" and {len(classes) - shown} more" if len(classes) > shown else "")
+    return ("class " if len(classes) == 1 else "classes ") + names
 
 
 def cap_unlabeled(splits: Splits, max_unlabeled: int | None, seed: int) -> Splits:

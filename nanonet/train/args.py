@@ -28,10 +28,16 @@ VIEWS = ("cutoff", "noise", "dropout")
 
 @dataclass
 class TrainArgs:
-    data: str
-    """A directory with train/dev/test files, a single train file, or a `datasets` name."""
+    data: str | None
+    """A directory with train/dev/test files, a single train file, or a `datasets` name (N labels per class are drawn from train); None with `labeled`."""
     out: str
     """Run directory: student/, teacher/, report.json and the resume state go here."""
+    labeled: list[str] = field(default_factory=list)
+    """Files of hand-labeled rows (classes of any size; e.g. each round of `nanonet select`), instead of drawing N per class from `data`; the pool comes from `unlabeled`."""
+    dev: str | None = None
+    """With `labeled`: a labeled file for model selection (none: every member keeps its final state)."""
+    test: str | None = None
+    """With `labeled`: a labeled file to report test figures on."""
     labels_per_class: int = 10
     """N: labeled examples drawn per class from train; the rest of train becomes unlabeled."""
     seed: int = 1
@@ -149,6 +155,12 @@ class TrainArgs:
         def bad(flag: str, msg: str) -> NanonetError:
             return NanonetError(f"--{flag.replace('_', '-')}: {msg}")
 
+        if (self.data is None) == (not self.labeled):
+            raise NanonetError(
+                "give --data (N labels per class drawn from its train file) or --labeled FILE (your labeled rows), one of the two"
+            )
+        if not self.labeled and (self.dev or self.test):
+            raise bad("dev" if self.dev else "test", "goes with --labeled; with --data the directory's own dev and test files are used")
         if self.labels_per_class < 1:
             raise bad("labels_per_class", "must be >= 1")
         if self.max_unlabeled is not None and self.max_unlabeled < 1:

@@ -9,6 +9,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
+def warn(message: str) -> None:
+    """One warning line on stderr (also when the bars are off: it is not progress)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def _shown(enabled: bool) -> bool:
     return enabled and not os.environ.get("NANONET_NO_PROGRESS")
 

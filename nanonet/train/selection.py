@@ -45,7 +45,10 @@ def evaluate_members(
     """Dev metrics of every member; a member keeps a copy of its state when the dev accuracy
     is within the dev set's noise of its best so far (the latest such state wins).
 
-    Rank 0 evaluates and every rank takes its figures, so replicas keep the same best states."""
+    Rank 0 evaluates and every rank takes its figures, so replicas keep the same best states.
+    Without a dev set nothing is evaluated and every member keeps its final state."""
+    if not len(gold):
+        return {}
     scores = None
     if ctx.rank == 0:
         scores = [evaluate(m.model, dev, gold, num_classes, max_tokens, ctx.device) for m in members]

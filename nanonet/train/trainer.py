@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from nanonet import __version__
-from nanonet.data.splits import Splits, cap_unlabeled, label_scarce, load_tables
-from nanonet.data.tables import read_table
+from nanonet.data.splits import Splits, cap_unlabeled, hand_labeled, label_scarce, load_tables
+from nanonet.data.tables import join_tables, read_table
 from nanonet.data.tokens import BatchStream, Tokenized, padding_share, tokenize
 from nanonet.model.checkpoint import make_student, save_checkpoint
 from nanonet.model.encoder import NanoClassifier
@@ -46,7 +46,7 @@ from nanonet.train.losses import ramp
 from nanonet.train.optim import build_optimizer
 from nanonet.train.peft import set_trainable
 from nanonet.train.profile import Phases, peak_rss_mb, reset_peak_rss, rss_mb
-from nanonet.train.progress import phase_bar, progress_bar
+from nanonet.train.progress import phase_bar, progress_bar, warn
 from nanonet.train.propagation import GraphTargets, changed_share, most_certain_per_class, propagate_from, refresh_steps
 from nanonet.train.selection import Member, choose_student, evaluate_members
 from nanonet.train.state import load_state, save_state
@@ -72,6 +72,9 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
     phases = Phases()
     with phases("data"):
         splits, train_texts = draw_splits(args)
+        if ctx.rank == 0:
+            for message in splits.warnings:
+                warn(message)
         teacher_src = load_pretrained(args.teacher)
         cap_length(teacher_src, args.max_length)
         data = tokenize_splits(args, splits, teacher_src)
@@ -149,9 +152,16 @@ class Run:
 def draw_splits(args: TrainArgs) -> tuple[Splits, list[str]]:
     """1. data: N labeled examples per class drawn by seed, the rest of train (plus any
     --unlabeled files) unlabeled (at most --max-unlabeled of it, drawn by seed), dev and
-    test. Also returns train's texts, for the report's hash."""
-    tables = load_tables(args.data, args.text_col, args.label_col)
+    test; or the rows of a --labeled file, the --unlabeled pool and the --dev and --test
+    files. Also returns train's (or the labeled file's) texts, for the report's hash."""
     extra = [t for f in args.unlabeled for t in read_table(f, args.text_col, None).texts]
+    if args.labeled:
+        dev, test = (read_table(f, args.text_col, args.label_col, need_labels=True) if f else None for f in (args.dev, args.test))
+        labeled = join_tables([read_table(f, args.text_col, args.label_col, need_labels=True) for f in args.labeled])
+        splits = hand_labeled(labeled, extra, dev, test)
+        return cap_unlabeled(splits, args.max_unlabeled, args.seed), labeled.texts
+    assert args.data is not None
+    tables = load_tables(args.data, args.text_col, args.label_col)
     splits = label_scarce(tables, args.labels_per_class, args.seed, extra, args.dev_per_class)
     return cap_unlabeled(splits, args.max_unlabeled, args.seed), tables["train"].texts
 
@@ -182,6 +192,8 @@ def tokenize_splits(args: TrainArgs, splits: Splits, teacher_src: Pretrained) ->
     uses_unlabeled = any(w > 0 for w in unlabeled_weights)
     unl = tok(splits.unlabeled_texts)
     if uses_unlabeled and len(unl) == 0:
+        if args.labeled:
+            raise NanonetError(f"{', '.join(args.labeled)}: no unlabeled text to learn from; add --unlabeled POOL")
         raise NanonetError(f"{args.data}: no unlabeled text left after drawing {args.labels_per_class} per class; add --unlabeled FILE")
     lab = tok(splits.labeled_texts)
     return Data(
@@ -534,7 +546,8 @@ def run_steps(
                     )
                 dist.barrier(ctx)
             if bar:
-                dev_acc = max((run.history[-1]["dev"][m.name]["accuracy"] for m in members[1:]), default=None) if run.history else None
+                dev = run.history[-1]["dev"] if run.history else {}
+                dev_acc = max((dev[m.name]["accuracy"] for m in members[1:] if m.name in dev), default=None)
                 bar.update(done, loss, dev_acc, run.tokens_seen / max(run.seconds, 1e-9))
             if on_step:
                 on_step(done)
@@ -572,7 +585,7 @@ def select_student(members: list[Member], data: Data, args: TrainArgs, ctx: dist
                 "name": m.name,
                 "layers": m.layers,
                 "view": m.view,
-                "dev": {k: m.best[k] for k in ("accuracy", "macro_f1")},
+                "dev": {k: m.best[k] if len(data.dev) else None for k in ("accuracy", "macro_f1")},
                 "best_step": m.best["step"],
                 "dev_peak": m.best["peak"],
                 "test": evaluate(m.model, data.test, data.splits.test_ids, data.num_classes, args.eval_tokens, ctx.device, advance),
@@ -615,6 +628,7 @@ def build_report(
         "data": {
             **splits.summary(),
             "labels": splits.labels,
+            "warnings": splits.warnings,
             "labeled_sha256": _digest(splits.labeled_texts, splits.labeled_ids),
             "train_sha256": _digest(train_texts),
             "max_length": data.max_length,

@@ -35,21 +35,26 @@ class Pick:
 
 
 def kmeans(x: np.ndarray, k: int, seed: int, iterations: int = 25, chunk: int = 32768) -> tuple[np.ndarray, np.ndarray]:
-    """Spherical k-means of unit-norm rows `x` (N, H) into `k` clusters: k-means++ seeding
-    (Arthur and Vassilvitskii, 2007), then Lloyd steps on cosine similarity. Returns the
-    (k, H) unit-norm centres and each row's cluster. Deterministic for `seed`."""
+    """Spherical k-means of unit-norm rows `x` (N, H) into `k` clusters: greedy k-means++
+    seeding (Arthur and Vassilvitskii, 2007; each centre the best of 2 + log k draws, as
+    scikit-learn does, so a small cluster far away is not left out), then Lloyd steps on
+    cosine similarity. Returns the (k, H) unit-norm centres and each row's cluster.
+    Deterministic for `seed`."""
     n = len(x)
     k = min(k, n)
     rng = np.random.default_rng([seed, 23])
+    trials = 2 + int(np.log(k))
     centres = np.empty((k, x.shape[1]), dtype=np.float32)
     first = int(rng.integers(n))
     centres[0] = x[first]
     dist = np.maximum(1.0 - x @ x[first], 0.0)  # 1 - cosine, to the nearest centre so far
     for i in range(1, k):
         total = float(dist.sum())
-        nxt = int(rng.choice(n, p=dist / total)) if total > 0 else int(rng.integers(n))
-        centres[i] = x[nxt]
-        dist = np.minimum(dist, np.maximum(1.0 - x @ x[nxt], 0.0))
+        draws = rng.choice(n, size=trials, p=dist / total) if total > 0 else rng.integers(n, size=trials)
+        candidates = np.minimum(dist[None], np.maximum(1.0 - x[draws] @ x.T, 0.0))  # (trials, N)
+        best = int(candidates.sum(1).argmin())
+        centres[i] = x[draws[best]]
+        dist = candidates[best]
     assign = np.full(n, -1)
     for _ in range(iterations):
         new = _nearest(x, centres, chunk)

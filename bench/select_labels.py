@@ -15,9 +15,9 @@ the wall seconds of `nanonet select` (process start, teacher load and embedding 
 `--timing` adds one cold-start pick of 40 from a 10,000-text pool (ag_news and
 yahoo_answers train texts).
 
-    python bench/select.py                                 # everything (long)
-    python bench/select.py --sets hwu64 --seeds 1          # one set, one seed
-    python bench/select.py --timing --sets none            # only the 10,000-text timing
+    python bench/select_labels.py                                 # everything (long)
+    python bench/select_labels.py --sets hwu64 --seeds 1          # one set, one seed
+    python bench/select_labels.py --timing --sets none            # only the 10,000-text timing
 
 Results are merged run by run into bench/results/select.json (a rerun skips what is there;
 --redo replaces); a markdown table is printed and docs/select.png drawn.

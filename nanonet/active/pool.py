@@ -81,6 +81,19 @@ def embed_texts(
     )
 
 
+def centred(pool: Embedded, *others: Embedded | None) -> None:
+    """Subtract the pool's mean embedding from the pool and `others`, then renormalise, in
+    place. Encoders' embeddings share a common direction (all of a raw BERT's are within a
+    few degrees of each other), which would make every text a near-duplicate of every
+    other; centred, similarity measures what tells texts apart (Mu and Viswanath, "All-but-
+    the-top", ICLR 2018)."""
+    mean = pool.vectors.mean(0)
+    for e in (pool, *others):
+        if e is not None:
+            v = e.vectors - mean
+            e.vectors = (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
 def texts_at(path: str | Path, text_col: str, rows: list[int]) -> dict[int, str]:
     """The texts of pool rows `rows` (0-based), read in a second pass over the file."""
     wanted = set(rows)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from nanonet.active.picking import Pick, cold_start, next_round
-from nanonet.active.pool import Embedded, count_texts, embed_texts, texts_at
+from nanonet.active.pool import Embedded, centred, count_texts, embed_texts, texts_at
 from nanonet.data.tables import iter_texts
 from nanonet.model.checkpoint import is_checkpoint, load_checkpoint
 from nanonet.model.encoder import NanoClassifier
@@ -93,6 +93,7 @@ def select(
             advance,
         )
     embedded = time.perf_counter() - tic
+    centred(pooled, known)
     pick = _pick(pooled, known, budget, seed, embedder.committee is not None, pool)
     texts = texts_at(pool, text_col, pick.rows)
     _write(out, pick, texts, text_col, label_col, "uncertainty" if embedder.committee else "centre_similarity")

@@ -17,6 +17,7 @@ yahoo_answers train texts).
 
     python bench/select_labels.py                                 # everything (long)
     python bench/select_labels.py --sets hwu64 --seeds 1          # one set, one seed
+    python bench/select_labels.py --multiples 4 --no-next-round   # only the 4x budgets
     python bench/select_labels.py --timing --sets none            # only the 10,000-text timing
 
 Results are merged run by run into bench/results/select.json (a rerun skips what is there;
@@ -150,11 +151,13 @@ def run_set(name: str, seed: int, args, results: dict) -> None:
             return args.redo or f"{name}|{seed}|{strategy}|{budget}" not in results
 
         cold_rows = {}
-        for mult in (4, 10):
+        for mult in sorted({4, *args.multiples} if args.next_round else args.multiples):
             budget = mult * k
             picks = work / f"picks-{budget}.jsonl"
             rows, seconds = setup.select(budget, picks)
             cold_rows[budget] = (rows, picks)
+            if mult not in args.multiples:
+                continue
             if todo("cold start", budget):
                 record("cold start", budget, rows, seconds, work / f"run-cold-{budget}")
             if todo("random", budget):
@@ -162,7 +165,7 @@ def run_set(name: str, seed: int, args, results: dict) -> None:
             if todo("stratified", budget):
                 record("stratified", budget, setup.stratified_rows(budget), None, work / f"run-strat-{budget}")
         budget = 4 * k
-        if todo(NEXT[0], 2 * budget) or todo(NEXT[1], 2 * budget):
+        if args.next_round and (todo(NEXT[0], 2 * budget) or todo(NEXT[1], 2 * budget)):
             rows, picks = cold_rows[budget]
             run = work / f"run-cold-{budget}"  # the cold start's run, which the next round asks
             if not (run / "student").is_dir():  # its row was measured before this process
@@ -284,9 +287,12 @@ def main() -> None:
     ap.add_argument("--sets", default="ag_news,hwu64", help="comma-separated, or none")
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--multiples", default="4,10", help="budgets as multiples of the number of classes")
+    ap.add_argument("--no-next-round", dest="next_round", action="store_false", help="skip the next round from 4x to 8x")
     ap.add_argument("--timing", action="store_true", help="also time a pick from a 10,000-text pool")
     ap.add_argument("--redo", action="store_true")
     args = ap.parse_args()
+    args.multiples = [int(m) for m in args.multiples.split(",") if m]
     results = json.loads(OUT.read_text()) if OUT.is_file() else {}
     for seed in [int(s) for s in args.seeds.split(",")]:
         for name in [s for s in args.sets.split(",") if s and s != "none"]:

@@ -13,8 +13,8 @@ import pytest
 from blocked_import import run_without
 from conftest import write_tokenizer
 
-from nanonet.data.splits import cap_unlabeled, label_scarce, load_tables
-from nanonet.data.tables import read_table
+from nanonet.data.splits import cap_unlabeled, hand_labeled, label_scarce, load_tables
+from nanonet.data.tables import Table, iter_texts, join_tables, read_table
 from nanonet.data.tokens import BatchStream, budget_batches, padding_share, tokenize
 from nanonet.runtimes.errors import NanonetError
 
@@ -68,6 +68,56 @@ def test_bad_rows_name_file_and_row(tmp_path, content, message):
     with pytest.raises(NanonetError) as e:
         read_table(path, need_labels=True)
     assert str(e.value).startswith(f"{path}: ") and message in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ('{"text": "a", "label": "x"}\n{broken\n', "row 2: not valid JSON"),
+        ('{"text": "a"}\n{"body": "b"}\n', "row 2: missing column 'text'"),
+        ('{"text": "a"}\n{"text": "  "}\n', "row 2: empty text"),
+        ("", "no rows"),
+    ],
+)
+def test_streamed_texts_give_the_same_errors(tmp_path, content, message):
+    path = tmp_path / "pool.jsonl"
+    path.write_text(content)
+    with pytest.raises(NanonetError) as e:
+        list(iter_texts(path))
+    assert str(e.value).startswith(f"{path}: ") and message in str(e.value)
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv", "tsv"])
+def test_streamed_texts_match_the_table(tmp_path, kind):
+    path = _write(tmp_path / f"d.{kind}", ROWS, kind)
+    stream = iter_texts(path)
+    assert next(stream) == ROWS[0]["text"]  # a generator: rows come one at a time
+    assert [ROWS[0]["text"], *stream] == read_table(path).texts
+
+
+def test_a_picked_row_not_yet_labeled_is_named(tmp_path):
+    path = tmp_path / "to_label.jsonl"
+    path.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n{"text": "c", "label": "", "pool_row": 7}\n')
+    with pytest.raises(NanonetError, match=r"to_label.jsonl: row 3: missing label in column 'label'"):
+        read_table(path, need_labels=True)
+
+
+def test_hand_labeled_rows_keep_their_uneven_classes():
+    labeled = join_tables([Table("r1.jsonl", ["a1", "a2", "b1"], ["a", "a", "b"]), Table("r2.jsonl", ["a3", "c1"], ["a", "c"])])
+    dev = Table("dev.jsonl", ["d1", "d2", "d3"], ["b", "z", "a"])
+    splits = hand_labeled(labeled, ["a1", "u1", "b1", "u2"], dev, None)
+    assert splits.labels == ["a", "b", "c"]
+    assert splits.label_counts() == {"a": 3, "b": 1, "c": 1}
+    assert splits.labeled_texts == ["a1", "a2", "b1", "a3", "c1"] and splits.labeled_ids == [0, 0, 1, 0, 2]
+    assert splits.unlabeled_texts == ["u1", "u2"]  # the labeled texts left the pool
+    assert splits.dev_ids == [1, -1, 0] and splits.unpredictable == ["z"]  # -1: no prediction can be right
+    assert splits.summary()["label_counts"] == {"a": 3, "b": 1, "c": 1} and splits.summary()["source"] == "labeled file"
+    assert splits.warnings == [
+        "r1.jsonl + r2.jsonl: classes 'b', 'c' have one labeled row; it trains, but label more",
+        "dev.jsonl: class 'z' is in no labeled row and cannot be predicted; its 1 rows count as errors",
+    ]
+    with pytest.raises(NanonetError, match="r1.jsonl: needs at least 2 classes, found 1"):
+        hand_labeled(Table("r1.jsonl", ["a1", "a2"], ["a", "a"]), [])
 
 
 def test_unreadable_files(tmp_path):

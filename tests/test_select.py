@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import write_synthetic_data
 
 TINY_RUN = ["--steps", "4", "--eval-every", "2", "--contrastive-steps", "2"]

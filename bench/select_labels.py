@@ -196,6 +196,7 @@ def timing(args, results: dict) -> None:
         "wall_seconds": round(seconds, 1),
         "select_seconds": summary["seconds"],
         "embedding_seconds": summary["embedding_seconds"],
+        "precision": summary["precision"],
         "threads": 2,
     }
     save(results)

@@ -42,6 +42,7 @@ def test_cold_start_writes_the_file_to_label(pool, tiny_bert_dir, tmp_path):
         assert p["label"] == "" and p["text"] == rows[p["pool_row"] - 1]["text"]  # pool_row counts data rows from 1
     summary = json.loads(done.stdout)
     assert summary["picked"] == 9 and summary["pool_texts"] == 90 and summary["strategy"].startswith("cold start")
+    assert summary["precision"] == "int8"  # the default on a CPU
 
     again = tmp_path / "again.jsonl"
     assert nanonet("select", "--pool", str(path), "--budget", "9", "--out", str(again), "--teacher", str(tiny_bert_dir)).returncode == 0
@@ -57,6 +58,7 @@ def test_cold_start_writes_the_file_to_label(pool, tiny_bert_dir, tmp_path):
         (["--budget", "0"], "error: --budget: must be >= 1, got 0"),
         (["--budget", "500"], "error: --budget 500: {pool} holds 90 texts, fewer than the budget"),
         (["--budget", "3", "--labeled", "{tmp}/missing.jsonl"], "error: --labeled {tmp}/missing.jsonl: no such file"),
+        (["--budget", "3", "--precision", "int4"], "error: --precision: must be one of int8, fp32, got 'int4'"),
     ],
 )
 def test_bad_select_input_is_one_line(pool, tiny_bert_dir, tmp_path, args, line):

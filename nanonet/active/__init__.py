@@ -3,3 +3,6 @@ embeddings of an unlabeled pool, and later rounds that add what a trained model 
 
 `picking` holds the choices (numpy only); `pool` embeds a pool file with a model, streaming it.
 """
+
+# How the CPU runs the model that embeds; torch-free here so the CLI checks its flag before torch loads.
+PRECISIONS = ("int8", "fp32")

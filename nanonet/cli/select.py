@@ -14,12 +14,15 @@ from nanonet.cli.app import app, stdout
 from nanonet.runtimes.errors import NanonetError
 
 
-def _check_inputs(pool: str, budget: int, out: str, labeled: list[str], overwrite: bool) -> None:
+def _check_inputs(pool: str, budget: int, out: str, labeled: list[str], overwrite: bool, precision: str) -> None:
     """Everything that can be refused before torch and a model load."""
+    from nanonet.active import PRECISIONS
     from nanonet.data.tables import SUFFIXES
 
     if budget < 1:
         raise NanonetError(f"--budget: must be >= 1, got {budget}")
+    if precision not in PRECISIONS:
+        raise NanonetError(f"--precision: must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     files = [("--pool", pool)] + [("--labeled", f) for f in labeled]
     for flag, path in files:
         if Path(path).is_dir():
@@ -60,12 +63,15 @@ def select_command(
     text_col: str = typer.Option("text", "--text-col"),
     label_col: str = typer.Option("label", "--label-col", help="The empty column written for the labels."),
     max_length: int = typer.Option(128, "--max-length", help="Cold start: truncate texts to L tokens, as train does."),
+    precision: str = typer.Option(
+        "int8", "--precision", help="How the CPU runs the model that embeds: int8 (2.3x faster, picks as good on dev) or fp32."
+    ),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of a table."),
 ) -> None:
     """Choose which texts to label: representative and diverse ones first, then those a trained model is unsure of."""
-    _check_inputs(pool, budget, out, labeled, overwrite)
+    _check_inputs(pool, budget, out, labeled, overwrite, precision)
     import torch
 
     from nanonet.active.select import model_embedder, select, teacher_embedder
@@ -73,7 +79,7 @@ def select_command(
     if threads:
         torch.set_num_threads(threads)
     embedder = model_embedder(model) if model else teacher_embedder(teacher, max_length)
-    summary = select(pool, budget, out, embedder, list(labeled), seed, text_col, label_col, progress=not as_json)
+    summary = select(pool, budget, out, embedder, list(labeled), seed, text_col, label_col, progress=not as_json, precision=precision)
     if as_json:
         stdout.print_json(json.dumps(summary))
         return
@@ -83,6 +89,7 @@ def select_command(
     rows = [
         ("picked", f"{summary['picked']} of {summary['pool_texts']:,} texts ({summary['distinct_texts']:,} distinct)"),
         ("model", summary["model"] + (f" (committee of {summary['committee']})" if summary["committee"] else "")),
+        ("precision", summary["precision"]),
         ("already labeled", str(summary["already_labeled"])),
         ("clusters", str(summary["clusters"])),
         ("seconds", f"{summary['seconds']:.1f} ({summary['embedding_seconds']:.1f} embedding)"),

@@ -250,7 +250,8 @@ def markdown(summary: list[dict], results: dict) -> str:
     if "timing|10000" in results:
         t = results["timing|10000"]
         lines.append(
-            f"\n10,000-text pool, budget 40: {t['wall_seconds']:.0f} s wall, of which {t['embedding_seconds']:.0f} s embedding (2 threads)."
+            f"\n10,000-text pool, budget 40: {t['wall_seconds']:.0f} s wall, of which {t['embedding_seconds']:.0f} s embedding"
+            f" (2 threads, {t.get('precision', 'fp32')})."
         )
     return "\n".join(lines)
 

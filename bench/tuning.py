@@ -133,6 +133,7 @@ VARIANTS: dict[str, dict] = {
     "defaults, teacher's head refitted on all propagated labels": {"pseudo_head_share": 1.0, "contrastive_stop_gap": 0.0},
     "defaults, contrastive steps ending within 0.05 of the loss's floor": {"contrastive_stop_gap": 0.05},
     "defaults, every contrastive step (none ends at the loss's floor)": {"contrastive_stop_gap": 0.0},
+    "defaults, the teacher also learns the selection labels": {"teacher_dev_labels": True},
 }
 RENAMED = {  # names the first runs were recorded under
     "no-contrastive": "v1",

@@ -80,6 +80,11 @@ def train(
     student_graph_weight: float = typer.Option(1.0, "--student-graph-weight", help="Students' loss on the propagated labels (0: off)."),
     graph_k: int = typer.Option(10, "--graph-k", help="Neighbours per text in the label-propagation graph."),
     graph_refreshes: int = typer.Option(0, "--graph-refreshes", help="Reruns of label propagation on the training teacher's embeddings."),
+    teacher_dev_labels: bool = typer.Option(
+        False,
+        "--teacher-dev-labels/--no-teacher-dev-labels",
+        help="The teacher also learns the dev labels (contrastive phase, head, propagation); the students keep to the training labels.",
+    ),
     pseudo_head_share: float = typer.Option(
         0.0,
         "--pseudo-head-share",
@@ -140,6 +145,7 @@ def train(
         student_graph_weight=student_graph_weight,
         graph_k=graph_k,
         graph_refreshes=graph_refreshes,
+        teacher_dev_labels=teacher_dev_labels,
         pseudo_head_share=pseudo_head_share,
         resume=resume,
         overwrite=overwrite,

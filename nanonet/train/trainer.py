@@ -115,6 +115,8 @@ class Data:
     dev: Tokenized
     test: Tokenized
     lab_y: torch.Tensor  # (L,) class ids of the labeled texts
+    teacher_lab: Tokenized  # the labels the teacher learns: `lab`, plus dev's with --teacher-dev-labels
+    teacher_lab_y: torch.Tensor
     lab_stream: BatchStream
     unl_stream: BatchStream
     uses_unlabeled: bool  # False for supervised-only runs, which never touch unlabeled text
@@ -196,13 +198,20 @@ def tokenize_splits(args: TrainArgs, splits: Splits, teacher_src: Pretrained) ->
             raise NanonetError(f"{', '.join(args.labeled)}: no unlabeled text to learn from; add --unlabeled POOL")
         raise NanonetError(f"{args.data}: no unlabeled text left after drawing {args.labels_per_class} per class; add --unlabeled FILE")
     lab = tok(splits.labeled_texts)
+    lab_y = torch.tensor(splits.labeled_ids)
+    teacher_lab, teacher_lab_y = lab, lab_y
+    if args.teacher_dev_labels and splits.dev_texts:
+        teacher_lab = tok(splits.labeled_texts + splits.dev_texts)
+        teacher_lab_y = torch.tensor(splits.labeled_ids + splits.dev_ids)
     return Data(
         splits=splits,
         lab=lab,
         unl=unl,
         dev=tok(splits.dev_texts),
         test=tok(splits.test_texts),
-        lab_y=torch.tensor(splits.labeled_ids),
+        lab_y=lab_y,
+        teacher_lab=teacher_lab,
+        teacher_lab_y=teacher_lab_y,
         lab_stream=BatchStream(lab.lengths, args.labeled_tokens, args.seed, LAB_SALT),
         unl_stream=BatchStream(unl.lengths, args.unlabeled_tokens, args.seed, UNL_SALT),
         uses_unlabeled=uses_unlabeled,
@@ -261,8 +270,8 @@ def adapt(teacher: NanoClassifier, data: Data, args: TrainArgs, ctx: dist.Contex
     with phase_bar(show, "adapt teacher", args.contrastive_steps, "contrastive steps") as advance:
         summary = adapt_teacher(
             teacher,
-            data.lab,
-            data.lab_y,
+            data.teacher_lab,
+            data.teacher_lab_y,
             data.num_classes,
             args.contrastive_steps,
             args.contrastive_lr,
@@ -321,7 +330,8 @@ def fit_heads(members: list[Member], data: Data, args: TrainArgs, ctx: dist.Cont
     if not args.fit_heads:
         return
     for m in members[1 if teacher_fitted else 0 :]:
-        fit_member_head(m.model, data.lab, data.lab_y, data.num_classes, args.eval_tokens, ctx.device)
+        lab, lab_y = (data.teacher_lab, data.teacher_lab_y) if m.name == "teacher" else (data.lab, data.lab_y)
+        fit_member_head(m.model, lab, lab_y, data.num_classes, args.eval_tokens, ctx.device)
 
 
 def propagate_labels(teacher: NanoClassifier, data: Data, args: TrainArgs, ctx: dist.Context, steps: int, show: bool = False) -> Graph:
@@ -333,17 +343,26 @@ def propagate_labels(teacher: NanoClassifier, data: Data, args: TrainArgs, ctx: 
         return Graph()
     tic = time.perf_counter()
     unl_embeddings = cached = None
-    with phase_bar(show, "label propagation", len(data.unl) + len(data.lab), "texts") as advance:
+    with phase_bar(show, "label propagation", len(data.unl) + len(data.teacher_lab), "texts") as advance:
         if distils_offline(args, data) and teacher_only_steps(args, steps) == 0:
             # the teacher is final already: one pass gives the graph's embeddings and the students' targets
             teacher.to(ctx.device)
             unl_embeddings, cached = embed_and_logits(teacher, data.unl, args.eval_tokens, ctx.device, advance)
         targets, lab_embeddings, unl_embeddings = propagate_from(
-            teacher, data.lab, data.lab_y, data.unl, data.num_classes, args.graph_k, args.eval_tokens, ctx.device, unl_embeddings, advance
+            teacher,
+            data.teacher_lab,
+            data.teacher_lab_y,
+            data.unl,
+            data.num_classes,
+            args.graph_k,
+            args.eval_tokens,
+            ctx.device,
+            unl_embeddings,
+            advance,
         )
     summary = targets.summary()
     if args.pseudo_head_share > 0:
-        summary["pseudo_head_labels"] = refit_teacher_head(teacher, targets, lab_embeddings, data.lab_y, unl_embeddings, args, ctx)
+        summary["pseudo_head_labels"] = refit_teacher_head(teacher, targets, lab_embeddings, data.teacher_lab_y, unl_embeddings, args, ctx)
         if cached is not None:
             with torch.no_grad(), autocast(ctx.device):  # as embed_and_logits ran the head
                 cached = teacher.head(unl_embeddings.to(ctx.device)).float().cpu()
@@ -373,7 +392,9 @@ def refresh_graph(graph: Graph, teacher: NanoClassifier, data: Data, args: Train
     """3. (again) label propagation on the training teacher's embeddings, which by now
     separate the classes better than the pretrained ones; the record goes to the report."""
     tic = time.perf_counter()
-    new, _, _ = propagate_from(teacher, data.lab, data.lab_y, data.unl, data.num_classes, args.graph_k, args.eval_tokens, ctx.device)
+    new, _, _ = propagate_from(
+        teacher, data.teacher_lab, data.teacher_lab_y, data.unl, data.num_classes, args.graph_k, args.eval_tokens, ctx.device
+    )
     changed = changed_share(graph.targets, new)
     graph.refreshes.append({"step": step, **new.summary(), "changed": round(changed, 4), "seconds": round(time.perf_counter() - tic, 1)})
     graph.targets = new

@@ -226,6 +226,15 @@ def test_tokenize_truncates_and_caches(tmp_path, monkeypatch):
     assert len(list((tmp_path / "cache").iterdir())) == 2
 
 
+def test_rows_joined_equal_the_texts_tokenized_together(tmp_path, monkeypatch):
+    monkeypatch.setattr("nanonet.data.tokens.CACHE_DIR", tmp_path / "cache")
+    write_tokenizer(tmp_path)
+    first, second = ["w1 w2 w3", "w4"], ["w2 w2", " ".join(["w3"] * 9), "w1"]
+    joined = tokenize(first, tmp_path / "tokenizer.json", 8).then(tokenize(second, tmp_path / "tokenizer.json", 8))
+    together = tokenize(first + second, tmp_path / "tokenizer.json", 8)
+    assert np.array_equal(joined.ids, together.ids) and np.array_equal(joined.offsets, together.offsets)
+
+
 def test_budget_batches_cover_every_row_once_within_budget():
     lengths = np.random.default_rng(0).integers(3, 120, size=500)
     for rng in (None, np.random.default_rng(1)):

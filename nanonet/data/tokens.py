@@ -40,6 +40,10 @@ class Tokenized:
         offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts], dtype=np.int64)]).astype(np.int64)
         return Tokenized(np.concatenate(parts) if parts else np.zeros(0, np.int32), offsets)
 
+    def then(self, other: Tokenized) -> Tokenized:
+        """These rows followed by `other`'s."""
+        return Tokenized(np.concatenate([self.ids, other.ids]), np.concatenate([self.offsets, other.offsets[1:] + self.offsets[-1]]))
+
 
 def tokenize(texts: list[str], tokenizer_file: Path, max_length: int, cache: bool = True) -> Tokenized:
     """Tokenize with truncation to `max_length`; reuse a cached result for the same texts,

@@ -197,17 +197,16 @@ def tokenize_splits(args: TrainArgs, splits: Splits, teacher_src: Pretrained) ->
         if args.labeled:
             raise NanonetError(f"{', '.join(args.labeled)}: no unlabeled text to learn from; add --unlabeled POOL")
         raise NanonetError(f"{args.data}: no unlabeled text left after drawing {args.labels_per_class} per class; add --unlabeled FILE")
-    lab = tok(splits.labeled_texts)
+    lab, dev = tok(splits.labeled_texts), tok(splits.dev_texts)
     lab_y = torch.tensor(splits.labeled_ids)
     teacher_lab, teacher_lab_y = lab, lab_y
-    if args.teacher_dev_labels and splits.dev_texts:
-        teacher_lab = tok(splits.labeled_texts + splits.dev_texts)
-        teacher_lab_y = torch.tensor(splits.labeled_ids + splits.dev_ids)
+    if args.teacher_dev_labels and len(dev):
+        teacher_lab, teacher_lab_y = lab.then(dev), torch.tensor(splits.labeled_ids + splits.dev_ids)
     return Data(
         splits=splits,
         lab=lab,
         unl=unl,
-        dev=tok(splits.dev_texts),
+        dev=dev,
         test=tok(splits.test_texts),
         lab_y=lab_y,
         teacher_lab=teacher_lab,
@@ -325,8 +324,9 @@ def rebuild_students(members: list[Member], teacher_src: Pretrained, num_classes
 
 
 def fit_heads(members: list[Member], data: Data, args: TrainArgs, ctx: dist.Context, teacher_fitted: bool) -> None:
-    """2. every head fitted on its member's embeddings of the labels (heads.py); the adapted
-    teacher's head was fitted at the end of its contrastive phase."""
+    """2. every head fitted on its member's embeddings of the labels (heads.py; the teacher's
+    on `teacher_lab`, with --teacher-dev-labels the dev labels too); the adapted teacher's
+    head was fitted at the end of its contrastive phase."""
     if not args.fit_heads:
         return
     for m in members[1 if teacher_fitted else 0 :]:

@@ -134,6 +134,7 @@ VARIANTS: dict[str, dict] = {
     "defaults, contrastive steps ending within 0.05 of the loss's floor": {"contrastive_stop_gap": 0.05},
     "defaults, every contrastive step (none ends at the loss's floor)": {"contrastive_stop_gap": 0.0},
     "defaults, the teacher also learns the selection labels": {"teacher_dev_labels": True},
+    "defaults, the teacher keeps to the training labels": {"teacher_dev_labels": False},
 }
 RENAMED = {  # names the first runs were recorded under
     "no-contrastive": "v1",

@@ -81,7 +81,7 @@ def train(
     graph_k: int = typer.Option(10, "--graph-k", help="Neighbours per text in the label-propagation graph."),
     graph_refreshes: int = typer.Option(0, "--graph-refreshes", help="Reruns of label propagation on the training teacher's embeddings."),
     teacher_dev_labels: bool = typer.Option(
-        False,
+        True,
         "--teacher-dev-labels/--no-teacher-dev-labels",
         help="The teacher also learns the dev labels (contrastive phase, head, propagation); the students keep to the training labels.",
     ),

@@ -22,6 +22,7 @@ SUPERVISED_ONLY = dict(
     teacher_warmup_steps=0,
     contrastive_steps=0,
     fit_heads=False,
+    teacher_dev_labels=False,  # supervised on the training labels alone
 )
 VIEWS = ("cutoff", "noise", "dropout")
 
@@ -116,7 +117,7 @@ class TrainArgs:
     """Neighbours per text in the label-propagation graph."""
     graph_refreshes: int = 0
     """Times label propagation reruns on the teacher's current embeddings, evenly spaced over training (0: the pretrained graph throughout)."""
-    teacher_dev_labels: bool = False
+    teacher_dev_labels: bool = True
     """The teacher also learns the dev labels (its contrastive phase and head, and label propagation's seeds); the students' own labeled batches and heads keep to the training labels, and their dev checks, optimistic then, still pick each student's step."""
     pseudo_head_share: float = 0.0
     """After label propagation, the teacher's head is refitted on the labels plus this share of each class's most certain propagated labels, before it teaches (0: the head stays fitted on the labels alone)."""

@@ -201,7 +201,9 @@ def tokenize_splits(args: TrainArgs, splits: Splits, teacher_src: Pretrained) ->
     lab_y = torch.tensor(splits.labeled_ids)
     teacher_lab, teacher_lab_y = lab, lab_y
     if args.teacher_dev_labels and len(dev):
-        teacher_lab, teacher_lab_y = lab.then(dev), torch.tensor(splits.labeled_ids + splits.dev_ids)
+        known = [i for i, c in enumerate(splits.dev_ids) if c >= 0]  # a dev class no labeled row names has no output to learn
+        teacher_lab = lab.then(dev.select(known))
+        teacher_lab_y = torch.tensor(splits.labeled_ids + [splits.dev_ids[i] for i in known])
     return Data(
         splits=splits,
         lab=lab,

@@ -135,6 +135,8 @@ VARIANTS: dict[str, dict] = {
     "defaults, every contrastive step (none ends at the loss's floor)": {"contrastive_stop_gap": 0.0},
     "defaults, the teacher also learns the selection labels": {"teacher_dev_labels": True},
     "defaults, the teacher keeps to the training labels": {"teacher_dev_labels": False},
+    "defaults, the students also learn the selection labels": {"student_dev_labels": True},
+    "defaults, at least 120 steps": {"min_steps": 120},
 }
 RENAMED = {  # names the first runs were recorded under
     "no-contrastive": "v1",

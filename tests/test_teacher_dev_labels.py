@@ -1,6 +1,6 @@
 """--teacher-dev-labels: the teacher's contrastive phase, its head and label propagation's
 seeds take the training labels plus the dev labels; the students' heads and labeled
-batches keep to the training labels alone."""
+batches keep to the training labels alone, unless --student-dev-labels gives them the dev labels too."""
 
 from __future__ import annotations
 
@@ -91,3 +91,16 @@ def test_the_contrastive_phase_takes_the_dev_labels(tiny_data, tiny_bert_dir, tm
     students = seen["head"]  # the adapted teacher's head is fitted inside the contrastive phase, not here
     assert len(students) == 2 and students[0] == students[1]
     assert seen["contrastive"] == [students[0] + dev]
+
+
+def test_the_students_learn_the_dev_labels_when_asked(tiny_data, tiny_bert_dir, tmp_path, monkeypatch):
+    seen = spy_on_labels(monkeypatch)
+    args = {**DEFAULTS, "contrastive_steps": 0}
+    report = train(tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, **args, student_dev_labels=True), progress=False)
+    dev = gold_ids(tiny_data / "dev.jsonl", report["data"]["labels"])
+    heads = seen["head"]  # the teacher's, then each student's
+    train_labels = heads[0][: report["data"]["labeled"]]
+    assert all(ids == train_labels + dev for ids in heads[1:])
+    # the labeled batches draw from both: some batch holds a class more often than the training labels do
+    assert any(batch.count(c) > train_labels.count(c) for batch in seen["batches"] for c in set(batch))
+    assert report["settings"]["student_dev_labels"] is True

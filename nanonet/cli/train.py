@@ -85,6 +85,11 @@ def train(
         "--teacher-dev-labels/--no-teacher-dev-labels",
         help="The teacher also learns the dev labels (contrastive phase, head, propagation); the students keep to the training labels.",
     ),
+    student_dev_labels: bool = typer.Option(
+        False,
+        "--student-dev-labels/--no-student-dev-labels",
+        help="The students also learn the dev labels (heads, labeled batches); their dev checks then measure fit.",
+    ),
     pseudo_head_share: float = typer.Option(
         0.0,
         "--pseudo-head-share",
@@ -146,6 +151,7 @@ def train(
         graph_k=graph_k,
         graph_refreshes=graph_refreshes,
         teacher_dev_labels=teacher_dev_labels,
+        student_dev_labels=student_dev_labels,
         pseudo_head_share=pseudo_head_share,
         resume=resume,
         overwrite=overwrite,

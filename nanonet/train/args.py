@@ -119,6 +119,8 @@ class TrainArgs:
     """Times label propagation reruns on the teacher's current embeddings, evenly spaced over training (0: the pretrained graph throughout)."""
     teacher_dev_labels: bool = True
     """The teacher also learns the dev labels (its contrastive phase and head, and label propagation's seeds); the students' own labeled batches and heads keep to the training labels, and their dev checks, optimistic then, still pick each student's step."""
+    student_dev_labels: bool = False
+    """The students also learn the dev labels (their heads and labeled batches); their dev checks, which still pick each one's step, then measure fit more than generalisation."""
     pseudo_head_share: float = 0.0
     """After label propagation, the teacher's head is refitted on the labels plus this share of each class's most certain propagated labels, before it teaches (0: the head stays fitted on the labels alone)."""
     confidence: float = 0.9

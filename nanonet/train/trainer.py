@@ -199,11 +199,11 @@ def tokenize_splits(args: TrainArgs, splits: Splits, teacher_src: Pretrained) ->
         raise NanonetError(f"{args.data}: no unlabeled text left after drawing {args.labels_per_class} per class; add --unlabeled FILE")
     lab, dev = tok(splits.labeled_texts), tok(splits.dev_texts)
     lab_y = torch.tensor(splits.labeled_ids)
-    teacher_lab, teacher_lab_y = lab, lab_y
-    if args.teacher_dev_labels and len(dev):
-        known = [i for i, c in enumerate(splits.dev_ids) if c >= 0]  # a dev class no labeled row names has no output to learn
-        teacher_lab = lab.then(dev.select(known))
-        teacher_lab_y = torch.tensor(splits.labeled_ids + [splits.dev_ids[i] for i in known])
+    known = [i for i, c in enumerate(splits.dev_ids) if c >= 0]  # a dev class no labeled row names has no output to learn
+    with_dev = lab.then(dev.select(known)), torch.tensor(splits.labeled_ids + [splits.dev_ids[i] for i in known])
+    teacher_lab, teacher_lab_y = with_dev if args.teacher_dev_labels else (lab, lab_y)
+    if args.student_dev_labels:
+        lab, lab_y = with_dev
     return Data(
         splits=splits,
         lab=lab,

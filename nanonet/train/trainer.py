@@ -199,8 +199,7 @@ def tokenize_splits(args: TrainArgs, splits: Splits, teacher_src: Pretrained) ->
         raise NanonetError(f"{args.data}: no unlabeled text left after drawing {args.labels_per_class} per class; add --unlabeled FILE")
     lab, dev = tok(splits.labeled_texts), tok(splits.dev_texts)
     lab_y = torch.tensor(splits.labeled_ids)
-    known = [i for i, c in enumerate(splits.dev_ids) if c >= 0]  # a dev class no labeled row names has no output to learn
-    with_dev = lab.then(dev.select(known)), torch.tensor(splits.labeled_ids + [splits.dev_ids[i] for i in known])
+    with_dev = labels_with_dev(lab, dev, splits) if args.teacher_dev_labels or args.student_dev_labels else (lab, lab_y)
     teacher_lab, teacher_lab_y = with_dev if args.teacher_dev_labels else (lab, lab_y)
     if args.student_dev_labels:
         lab, lab_y = with_dev
@@ -218,6 +217,12 @@ def tokenize_splits(args: TrainArgs, splits: Splits, teacher_src: Pretrained) ->
         uses_unlabeled=uses_unlabeled,
         max_length=max_length,
     )
+
+
+def labels_with_dev(lab: Tokenized, dev: Tokenized, splits: Splits) -> tuple[Tokenized, torch.Tensor]:
+    """The labeled rows, then the dev rows of classes a labeled row names (another class has no output to learn)."""
+    known = [i for i, c in enumerate(splits.dev_ids) if c >= 0]
+    return lab.then(dev.select(known)), torch.tensor(splits.labeled_ids + [splits.dev_ids[i] for i in known])
 
 
 def count_steps(args: TrainArgs, data: Data, ctx: dist.Context) -> int:

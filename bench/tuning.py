@@ -56,6 +56,7 @@ V1 = dict(
     min_steps=0,
     max_length=256,  # the teacher's own limit, the default until texts were cut at 128 tokens
     contrastive_stop_gap=0.0,  # every contrastive step ran, until they stopped at the loss's floor
+    contrastive_lr=5e-5,  # the default until 1e-4
 )
 CONTRASTIVE = dict(contrastive_steps=40)
 HEADS = dict(fit_heads=True)
@@ -137,7 +138,14 @@ VARIANTS: dict[str, dict] = {
     "defaults, the teacher keeps to the training labels": {"teacher_dev_labels": False},
     "defaults, the students also learn the selection labels": {"student_dev_labels": True},
     "defaults, at least 120 steps": {"min_steps": 120},
+    "defaults, the students' heads start fitted on the selection labels too": {"student_head_dev_labels": True},
+    "defaults, the students learn no propagated labels": {"student_graph_weight": 0.0},
+    "defaults, contrastive learning rate 1e-4": {"contrastive_lr": 1e-4},
 }
+LR_1E4 = "defaults, contrastive learning rate 1e-4"
+for _name in [n for n in VARIANTS if n.startswith("defaults, ") and n != LR_1E4]:
+    VARIANTS[_name] = {"contrastive_lr": 5e-5, **VARIANTS[_name]}  # they ran before 1e-4 was the default
+VARIANTS["defaults, contrastive learning rate 5e-5"] = {"contrastive_lr": 5e-5}
 RENAMED = {  # names the first runs were recorded under
     "no-contrastive": "v1",
     "default": "v1 +contrastive +heads",

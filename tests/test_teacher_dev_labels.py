@@ -1,6 +1,7 @@
 """--teacher-dev-labels: the teacher's contrastive phase, its head and label propagation's
 seeds take the training labels plus the dev labels; the students' heads and labeled
-batches keep to the training labels alone, unless --student-dev-labels gives them the dev labels too."""
+batches keep to the training labels alone, unless --student-dev-labels gives them the dev labels too
+(--student-head-dev-labels: their heads alone)."""
 
 from __future__ import annotations
 
@@ -67,7 +68,14 @@ def test_the_teacher_alone_learns_the_dev_labels(tiny_data, tiny_bert_dir, tmp_p
     seen = spy_on_labels(monkeypatch)
     # no contrastive steps: the teacher's head is fitted with the students' (fit_heads), one call per member
     report = train(
-        tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, **{**DEFAULTS, "contrastive_steps": 0}, teacher_dev_labels=on),
+        tiny_args(
+            tiny_data,
+            tmp_path / "run",
+            tiny_bert_dir,
+            **{**DEFAULTS, "contrastive_steps": 0},
+            teacher_dev_labels=on,
+            student_head_dev_labels=False,
+        ),
         progress=False,
     )
     labels = report["data"]["labels"]
@@ -104,3 +112,16 @@ def test_the_students_learn_the_dev_labels_when_asked(tiny_data, tiny_bert_dir, 
     # the labeled batches draw from both: some batch holds a class more often than the training labels do
     assert any(batch.count(c) > train_labels.count(c) for batch in seen["batches"] for c in set(batch))
     assert report["settings"]["student_dev_labels"] is True
+
+
+def test_the_students_heads_alone_start_on_the_dev_labels_when_asked(tiny_data, tiny_bert_dir, tmp_path, monkeypatch):
+    seen = spy_on_labels(monkeypatch)
+    args = {**DEFAULTS, "contrastive_steps": 0}
+    report = train(tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, **args, student_head_dev_labels=True), progress=False)
+    dev = gold_ids(tiny_data / "dev.jsonl", report["data"]["labels"])
+    heads = seen["head"]  # the teacher's, then each student's
+    train_labels = heads[0][: report["data"]["labeled"]]
+    assert len(heads) == 3 and all(ids == train_labels + dev for ids in heads[1:])
+    # the labeled batches still draw from the training labels only
+    assert seen["batches"] and all(batch.count(c) <= train_labels.count(c) for batch in seen["batches"] for c in set(batch))
+    assert report["settings"]["student_head_dev_labels"] is True

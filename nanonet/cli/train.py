@@ -90,6 +90,11 @@ def train(
         "--student-dev-labels/--no-student-dev-labels",
         help="The students also learn the dev labels (heads, labeled batches); their dev checks then measure fit.",
     ),
+    student_head_dev_labels: bool = typer.Option(
+        False,
+        "--student-head-dev-labels/--no-student-head-dev-labels",
+        help="The students' heads start fitted on the dev labels too; their labeled batches keep to the training labels.",
+    ),
     pseudo_head_share: float = typer.Option(
         0.0,
         "--pseudo-head-share",
@@ -152,6 +157,7 @@ def train(
         graph_refreshes=graph_refreshes,
         teacher_dev_labels=teacher_dev_labels,
         student_dev_labels=student_dev_labels,
+        student_head_dev_labels=student_head_dev_labels,
         pseudo_head_share=pseudo_head_share,
         resume=resume,
         overwrite=overwrite,

@@ -23,6 +23,7 @@ SUPERVISED_ONLY = dict(
     contrastive_steps=0,
     fit_heads=False,
     teacher_dev_labels=False,  # supervised on the training labels alone
+    student_head_dev_labels=False,
 )
 VIEWS = ("cutoff", "noise", "dropout")
 
@@ -87,8 +88,8 @@ class TrainArgs:
     """Steps of supervised contrastive training of the whole teacher on the labels before the cohort trains (SetFit's lever, batched); 0 turns it off."""
     contrastive_stop_gap: float = 0.05
     """The contrastive steps end early once a step's loss is within this of the least its batch allows (its classes collapsed); 0: all of them."""
-    contrastive_lr: float = 5e-5
-    """AdamW learning rate of the contrastive steps."""
+    contrastive_lr: float = 1e-4
+    """AdamW learning rate of the contrastive steps (1e-4 reaches the loss's floor in half the steps of 5e-5; chosen on dev, docs/tuning.md)."""
     contrastive_temperature: float = 0.1
     """Temperature of the supervised contrastive loss."""
     contrastive_tokens: int = 8192
@@ -121,6 +122,8 @@ class TrainArgs:
     """The teacher also learns the dev labels (its contrastive phase and head, and label propagation's seeds); the students' own labeled batches and heads keep to the training labels, and their dev checks, optimistic then, still pick each student's step."""
     student_dev_labels: bool = False
     """The students also learn the dev labels (their heads and labeled batches); their dev checks, which still pick each one's step, then measure fit more than generalisation."""
+    student_head_dev_labels: bool = False
+    """The students' heads start fitted on the dev labels too (as the teacher's); their labeled batches keep to the training labels."""
     pseudo_head_share: float = 0.0
     """After label propagation, the teacher's head is refitted on the labels plus this share of each class's most certain propagated labels, before it teaches (0: the head stays fitted on the labels alone)."""
     confidence: float = 0.9

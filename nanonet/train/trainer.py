@@ -117,6 +117,8 @@ class Data:
     lab_y: torch.Tensor  # (L,) class ids of the labeled texts
     teacher_lab: Tokenized  # the labels the teacher learns: `lab`, plus dev's with --teacher-dev-labels
     teacher_lab_y: torch.Tensor
+    head_lab: Tokenized  # the labels the students' heads start fitted on: `lab`, plus dev's with --student-head-dev-labels
+    head_lab_y: torch.Tensor
     lab_stream: BatchStream
     unl_stream: BatchStream
     uses_unlabeled: bool  # False for supervised-only runs, which never touch unlabeled text
@@ -199,9 +201,12 @@ def tokenize_splits(args: TrainArgs, splits: Splits, teacher_src: Pretrained) ->
         raise NanonetError(f"{args.data}: no unlabeled text left after drawing {args.labels_per_class} per class; add --unlabeled FILE")
     lab, dev = tok(splits.labeled_texts), tok(splits.dev_texts)
     lab_y = torch.tensor(splits.labeled_ids)
-    with_dev = labels_with_dev(lab, dev, splits) if args.teacher_dev_labels or args.student_dev_labels else (lab, lab_y)
+    wants_dev = args.teacher_dev_labels or args.student_dev_labels or args.student_head_dev_labels
+    with_dev = labels_with_dev(lab, dev, splits) if wants_dev else (lab, lab_y)
     teacher_lab, teacher_lab_y = with_dev if args.teacher_dev_labels else (lab, lab_y)
+    head_lab, head_lab_y = with_dev if args.student_head_dev_labels else (lab, lab_y)
     if args.student_dev_labels:
+        head_lab, head_lab_y = with_dev
         lab, lab_y = with_dev
     return Data(
         splits=splits,
@@ -212,6 +217,8 @@ def tokenize_splits(args: TrainArgs, splits: Splits, teacher_src: Pretrained) ->
         lab_y=lab_y,
         teacher_lab=teacher_lab,
         teacher_lab_y=teacher_lab_y,
+        head_lab=head_lab,
+        head_lab_y=head_lab_y,
         lab_stream=BatchStream(lab.lengths, args.labeled_tokens, args.seed, LAB_SALT),
         unl_stream=BatchStream(unl.lengths, args.unlabeled_tokens, args.seed, UNL_SALT),
         uses_unlabeled=uses_unlabeled,
@@ -337,7 +344,7 @@ def fit_heads(members: list[Member], data: Data, args: TrainArgs, ctx: dist.Cont
     if not args.fit_heads:
         return
     for m in members[1 if teacher_fitted else 0 :]:
-        lab, lab_y = (data.teacher_lab, data.teacher_lab_y) if m.name == "teacher" else (data.lab, data.lab_y)
+        lab, lab_y = (data.teacher_lab, data.teacher_lab_y) if m.name == "teacher" else (data.head_lab, data.head_lab_y)
         fit_member_head(m.model, lab, lab_y, data.num_classes, args.eval_tokens, ctx.device)
 
 

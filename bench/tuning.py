@@ -148,11 +148,7 @@ for _name in [n for n in VARIANTS if n.startswith("defaults, ") and n != LR_1E4]
 VARIANTS["defaults, contrastive learning rate 5e-5"] = {"contrastive_lr": 5e-5}
 # Variants tried after 1e-4 became the default: against the runs of LR_1E4, the defaults then.
 VARIANTS["defaults, at most 3000 unlabeled texts"] = {"max_unlabeled": 3000}
-VARIANTS["defaults, at most 2000 unlabeled texts"] = {"max_unlabeled": 2000}
-NO_ATTENTION_DROPOUT = "defaults, no attention dropout"
-for _name in VARIANTS:  # they ran with the teacher's attention dropout (0.1), the default until 0
-    VARIANTS[_name] = {"attention_dropout": None, **VARIANTS[_name]}
-VARIANTS[NO_ATTENTION_DROPOUT] = {"attention_dropout": 0.0}
+VARIANTS["defaults, no attention dropout"] = {"attention_dropout": 0.0}
 RENAMED = {  # names the first runs were recorded under
     "no-contrastive": "v1",
     "default": "v1 +contrastive +heads",

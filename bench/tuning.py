@@ -149,6 +149,29 @@ VARIANTS["defaults, contrastive learning rate 5e-5"] = {"contrastive_lr": 5e-5}
 # Variants tried after 1e-4 became the default: against the runs of LR_1E4, the defaults then.
 VARIANTS["defaults, at most 3000 unlabeled texts"] = {"max_unlabeled": 3000}
 VARIANTS["defaults, no attention dropout"] = {"attention_dropout": 0.0}
+# No attention dropout became the default: the variants before it ran with the teacher's 0.1.
+for _name in [n for n in VARIANTS if n.startswith("defaults, ") and n != "defaults, no attention dropout"]:
+    VARIANTS[_name] = {"attention_dropout": None, **VARIANTS[_name]}
+# Variants tried after it, against the runs of "defaults, no attention dropout".
+VARIANTS["defaults, the students weigh the propagated labels 4x"] = {"student_graph_weight": 4.0}
+VARIANTS["defaults, the teacher's head on all propagated labels"] = {"pseudo_head_share": 1.0}
+VARIANTS["defaults, the students' heads fitted on all propagated labels"] = {"student_pseudo_head_share": 1.0}
+VARIANTS["defaults, every head fitted on all propagated labels"] = {"pseudo_head_share": 1.0, "student_pseudo_head_share": 1.0}
+LOCAL = {"graph_alpha": 0.9, "pseudo_head_share": 1.0, "student_pseudo_head_share": 1.0}
+VARIANTS["defaults, labels spread less far (alpha 0.9), every head on all propagated labels"] = LOCAL
+VARIANTS["defaults, labels spread less far (alpha 0.9), every head on them, the students weigh them 4x"] = {
+    **LOCAL,
+    "student_graph_weight": 4.0,
+}
+VARIANTS["defaults, every head on all propagated labels, the students weigh them 4x"] = {
+    "pseudo_head_share": 1.0,
+    "student_pseudo_head_share": 1.0,
+    "student_graph_weight": 4.0,
+}
+VARIANTS["defaults, alpha 0.9, every head on all propagated labels, students of layers 0,1,5"] = {
+    **LOCAL,
+    "student_layers": [[0, 1, 5]],
+}
 RENAMED = {  # names the first runs were recorded under
     "no-contrastive": "v1",
     "default": "v1 +contrastive +heads",

@@ -180,8 +180,10 @@ LEARNING = dict(trainable="all", teacher_trainable="all", lr=1e-2, teacher_lr=1e
 
 
 def test_report_contents(tiny_data, tiny_bert_dir, tmp_path):
-    # the teacher kept to the training labels: this run's two students then tie on dev, so the tie-break runs
-    report = train(tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, **LEARNING, teacher_dev_labels=False), progress=False)
+    # the teacher kept to the training labels and the tiny model's own attention dropout: this
+    # run's two students then tie on dev, so the tie-break runs
+    args = tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, **LEARNING, teacher_dev_labels=False, attention_dropout=None)
+    report = train(args, progress=False)
     assert json.loads((tmp_path / "run" / "report.json").read_text()) == report
     assert [s["layers"] for s in report["students"]] == [[0, 2, 4], [1, 3, 5]]
     assert [s["view"] for s in report["students"]] == ["cutoff", "noise"]
@@ -541,9 +543,9 @@ def test_graph_refresh_propagates_over_the_training_teachers_embeddings(tiny_dat
 
     calls, propagate = [], propagation.propagate
 
-    def recording(labeled, labels, unlabeled, num_classes, k):
+    def recording(labeled, labels, unlabeled, num_classes, k, alpha):
         calls.append(labeled.clone())
-        return propagate(labeled, labels, unlabeled, num_classes, k=k)
+        return propagate(labeled, labels, unlabeled, num_classes, k=k, alpha=alpha)
 
     monkeypatch.setattr(propagation, "propagate", recording)
     report = train(tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, steps=6, eval_every=3, graph_refreshes=1), progress=False)

@@ -79,6 +79,7 @@ def train(
     graph_weight: float = typer.Option(1.0, "--graph-weight", help="Teacher's loss on labels propagated over the unlabeled pool (0: off)."),
     student_graph_weight: float = typer.Option(1.0, "--student-graph-weight", help="Students' loss on the propagated labels (0: off)."),
     graph_k: int = typer.Option(10, "--graph-k", help="Neighbours per text in the label-propagation graph."),
+    graph_alpha: float = typer.Option(0.99, "--graph-alpha", help="How far labels spread in label propagation, in (0, 1)."),
     graph_refreshes: int = typer.Option(0, "--graph-refreshes", help="Reruns of label propagation on the training teacher's embeddings."),
     teacher_dev_labels: bool = typer.Option(
         True,
@@ -100,11 +101,16 @@ def train(
         "--pseudo-head-share",
         help="Refit the teacher's head on the labels plus this share of each class's most certain propagated labels (0: off).",
     ),
+    student_pseudo_head_share: float = typer.Option(
+        0.0,
+        "--student-pseudo-head-share",
+        help="Fit each student's head on its labels plus this share of each class's most certain propagated labels (0: off).",
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last saved state."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over in a non-empty --out, replacing a previous run's outputs."),
     attention: str = typer.Option("auto", "--attention", help="auto | flash | torch_varlen | sdpa | reference"),
-    attention_dropout: Optional[float] = typer.Option(
-        None, "--attention-dropout", help="Attention dropout in training (default: the teacher's; torch_varlen needs 0)."
+    attention_dropout: float = typer.Option(
+        0.0, "--attention-dropout", help="Attention dropout in training (the teacher's config says 0.1 for MiniLM; torch_varlen needs 0)."
     ),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of a table."),
@@ -154,11 +160,13 @@ def train(
         graph_weight=graph_weight,
         student_graph_weight=student_graph_weight,
         graph_k=graph_k,
+        graph_alpha=graph_alpha,
         graph_refreshes=graph_refreshes,
         teacher_dev_labels=teacher_dev_labels,
         student_dev_labels=student_dev_labels,
         student_head_dev_labels=student_head_dev_labels,
         pseudo_head_share=pseudo_head_share,
+        student_pseudo_head_share=student_pseudo_head_share,
         resume=resume,
         overwrite=overwrite,
         attention=attention,

@@ -24,6 +24,8 @@ SUPERVISED_ONLY = dict(
     fit_heads=False,
     teacher_dev_labels=False,  # supervised on the training labels alone
     student_head_dev_labels=False,
+    pseudo_head_share=0.0,  # no propagation, so no pseudo-labels
+    student_pseudo_head_share=0.0,
 )
 VIEWS = ("cutoff", "noise", "dropout")
 
@@ -116,6 +118,8 @@ class TrainArgs:
     """Weight of each student's loss on the propagated labels (on its own view, from its first step); 0 turns it off."""
     graph_k: int = 10
     """Neighbours per text in the label-propagation graph."""
+    graph_alpha: float = 0.99
+    """How far labels spread in label propagation (Zhou et al.'s alpha, in (0, 1)): near 1 they diffuse over long paths of the graph, lower keeps each text's label closer to its nearest labeled neighbours."""
     graph_refreshes: int = 0
     """Times label propagation reruns on the teacher's current embeddings, evenly spaced over training (0: the pretrained graph throughout)."""
     teacher_dev_labels: bool = True
@@ -126,6 +130,8 @@ class TrainArgs:
     """The students' heads start fitted on the dev labels too (as the teacher's); their labeled batches keep to the training labels."""
     pseudo_head_share: float = 0.0
     """After label propagation, the teacher's head is refitted on the labels plus this share of each class's most certain propagated labels, before it teaches (0: the head stays fitted on the labels alone)."""
+    student_pseudo_head_share: float = 0.0
+    """After label propagation, each student's head is fitted on its own embeddings of its labels plus this share of each class's most certain propagated labels (0: on the labels alone); needs --fit-heads."""
     confidence: float = 0.9
     """Probability a teacher prediction needs to become a pseudo-label for self-training."""
     mutual_weight: float = 1.0
@@ -146,8 +152,8 @@ class TrainArgs:
     """Token budget of the batches without gradients (propagation, cached logits, dev, test); default: 16384 on a GPU, 4096 on a CPU (faster there: docs/tuning.md)."""
     attention: str = "auto"
     """Attention backend: auto, flash, torch_varlen, sdpa, reference."""
-    attention_dropout: float | None = None
-    """Dropout on the attention probabilities in training (default: the teacher's config, 0.1 for MiniLM); torch_varlen has none, so it trains only with 0."""
+    attention_dropout: float | None = 0.0
+    """Dropout on the attention probabilities in training; None: the teacher's config (0.1 for MiniLM). 0 was level with 0.1 on dev and up to 18% faster on a CPU (docs/tuning.md); torch_varlen has none, so it trains only with 0."""
     max_length: int = 128
     """Truncate texts to this many tokens, in training and in what ships (at most the
     teacher's own max length, 256 for the default teacher). On yahoo_answers' long texts 128
@@ -218,15 +224,19 @@ class TrainArgs:
             raise bad("student_graph_weight", "must be >= 0")
         if self.graph_k < 1:
             raise bad("graph_k", "must be >= 1")
+        if not 0 < self.graph_alpha < 1:
+            raise bad("graph_alpha", "must be in (0, 1)")
         if self.graph_refreshes < 0:
             raise bad("graph_refreshes", "must be >= 0")
-        if not 0 <= self.pseudo_head_share <= 1:
-            raise bad("pseudo_head_share", "must be in [0, 1]")
-        if self.pseudo_head_share > 0 and max(self.graph_weight, self.student_graph_weight) <= 0:
-            raise bad(
-                "pseudo_head_share",
-                "takes its pseudo-labels from label propagation, which --graph-weight 0 and --student-graph-weight 0 turn off",
-            )
+        for name in ("pseudo_head_share", "student_pseudo_head_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise bad(name, "must be in [0, 1]")
+            if getattr(self, name) > 0 and max(self.graph_weight, self.student_graph_weight) <= 0:
+                raise bad(
+                    name, "takes its pseudo-labels from label propagation, which --graph-weight 0 and --student-graph-weight 0 turn off"
+                )
+        if self.student_pseudo_head_share > 0 and not self.fit_heads:
+            raise bad("student_pseudo_head_share", "fits the students' heads, which --random-heads leaves random")
         if self.contrastive_steps < 0:
             raise bad("contrastive_steps", "must be >= 0")
         if self.contrastive_stop_gap < 0:

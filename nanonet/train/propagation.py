@@ -99,16 +99,17 @@ def propagate_from(
     device: torch.device,
     unl_embeddings: torch.Tensor | None = None,
     advance: Advance | None = None,
+    alpha: float = 0.99,
 ) -> tuple[GraphTargets, torch.Tensor, torch.Tensor]:
-    """Label propagation over `teacher`'s current embeddings of the labeled and unlabeled
-    texts (those of the unlabeled texts given when already computed); `advance` hears of
-    every text embedded. Returns the targets and the (L, H) labeled and (U, H) unlabeled
+    """Label propagation (`propagate`, with `k` and `alpha`) over `teacher`'s current
+    embeddings of the labeled and unlabeled texts (those of the unlabeled texts given when
+    already computed); `advance` hears of every text embedded. Returns the targets and the (L, H) labeled and (U, H) unlabeled
     embeddings they came from."""
     teacher.to(device)
     if unl_embeddings is None:
         unl_embeddings = embed(teacher, unl, max_tokens, device, advance)
     lab_embeddings = embed(teacher, lab, max_tokens, device, advance)
-    return propagate(lab_embeddings, lab_y, unl_embeddings, num_classes, k=k), lab_embeddings, unl_embeddings
+    return propagate(lab_embeddings, lab_y, unl_embeddings, num_classes, k=k, alpha=alpha), lab_embeddings, unl_embeddings
 
 
 def most_certain_per_class(targets: GraphTargets, share: float) -> tuple[torch.Tensor, torch.Tensor]:

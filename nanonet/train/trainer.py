@@ -40,7 +40,7 @@ from nanonet.train import distributed as dist
 from nanonet.train.args import TrainArgs
 from nanonet.train.cohort import Cohort, StepInputs
 from nanonet.train.contrastive import adapt_teacher
-from nanonet.train.evaluate import autocast, embed_and_logits, eval_tokens_for, evaluate, logits
+from nanonet.train.evaluate import autocast, embed, embed_and_logits, eval_tokens_for, evaluate, logits
 from nanonet.train.heads import fit_head, fit_member_head
 from nanonet.train.losses import ramp
 from nanonet.train.optim import build_optimizer
@@ -89,6 +89,8 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
         fit_heads(members, data, args, ctx, teacher_fitted=adaptation is not None)
     with phases("propagation"):
         graph = propagate_labels(members[0].model, data, args, ctx, steps, show)
+    with phases("heads"):
+        fit_pseudo_heads(members, data, graph, args, ctx, show)
     cohort, optimizer, scheduler = make_trainable(members, args, steps, ctx)
     run = start_or_resume(Path(args.out), args, cohort, optimizer, scheduler, members, graph, ctx, phases)
     run_steps(run, data, members, cohort, optimizer, scheduler, graph, args, steps, ctx, show, on_step)
@@ -362,18 +364,7 @@ def propagate_labels(teacher: NanoClassifier, data: Data, args: TrainArgs, ctx: 
             # the teacher is final already: one pass gives the graph's embeddings and the students' targets
             teacher.to(ctx.device)
             unl_embeddings, cached = embed_and_logits(teacher, data.unl, args.eval_tokens, ctx.device, advance)
-        targets, lab_embeddings, unl_embeddings = propagate_from(
-            teacher,
-            data.teacher_lab,
-            data.teacher_lab_y,
-            data.unl,
-            data.num_classes,
-            args.graph_k,
-            args.eval_tokens,
-            ctx.device,
-            unl_embeddings,
-            advance,
-        )
+        targets, lab_embeddings, unl_embeddings = propagate_teacher_labels(teacher, data, args, ctx, unl_embeddings, advance)
     summary = targets.summary()
     if args.pseudo_head_share > 0:
         summary["pseudo_head_labels"] = refit_teacher_head(teacher, targets, lab_embeddings, data.teacher_lab_y, unl_embeddings, args, ctx)
@@ -383,6 +374,23 @@ def propagate_labels(teacher: NanoClassifier, data: Data, args: TrainArgs, ctx: 
     seconds = time.perf_counter() - tic
     refresh_at = set(refresh_steps(steps, args.graph_refreshes))
     return Graph(targets, summary, seconds, refresh_at=refresh_at, teacher_logits=cached)
+
+
+def propagate_teacher_labels(teacher: NanoClassifier, data: Data, args: TrainArgs, ctx: dist.Context, unl_embeddings=None, advance=None):
+    """The teacher's labels spread over the pool on its embeddings (computed unless given)."""
+    return propagate_from(
+        teacher,
+        data.teacher_lab,
+        data.teacher_lab_y,
+        data.unl,
+        data.num_classes,
+        args.graph_k,
+        args.eval_tokens,
+        ctx.device,
+        unl_embeddings,
+        advance,
+        args.graph_alpha,
+    )
 
 
 def refit_teacher_head(
@@ -402,13 +410,31 @@ def refit_teacher_head(
     return len(rows)
 
 
+def fit_pseudo_heads(members: list[Member], data: Data, graph: Graph, args: TrainArgs, ctx: dist.Context, show: bool = False) -> None:
+    """3. (--student-pseudo-head-share) each student's head fitted again, on its own
+    embeddings of its labels plus each class's most certain propagated labels: a frozen
+    student's probe on thousands of pseudo-labels starts it far above one on a few dozen
+    labels. The count goes to the report."""
+    if args.student_pseudo_head_share <= 0 or graph.targets is None or len(members) < 2:
+        return
+    rows, pseudo = most_certain_per_class(graph.targets, args.student_pseudo_head_share)
+    chosen = data.unl.select(rows.numpy())
+    students = members[1:]
+    with phase_bar(show, "student heads", (len(chosen) + len(data.head_lab)) * len(students), "texts") as advance:
+        for m in students:
+            m.model.to(ctx.device)
+            lab_embeddings = embed(m.model, data.head_lab, args.eval_tokens, ctx.device, advance)
+            unl_embeddings = embed(m.model, chosen, args.eval_tokens, ctx.device, advance)
+            fit_head(m.model, torch.cat([lab_embeddings, unl_embeddings]), torch.cat([data.head_lab_y, pseudo]), data.num_classes)
+            dist.broadcast_module(m.model.head, ctx)  # every rank trains on from rank 0's head
+    graph.summary["student_pseudo_head_labels"] = len(rows)
+
+
 def refresh_graph(graph: Graph, teacher: NanoClassifier, data: Data, args: TrainArgs, ctx: dist.Context, step: int) -> None:
     """3. (again) label propagation on the training teacher's embeddings, which by now
     separate the classes better than the pretrained ones; the record goes to the report."""
     tic = time.perf_counter()
-    new, _, _ = propagate_from(
-        teacher, data.teacher_lab, data.teacher_lab_y, data.unl, data.num_classes, args.graph_k, args.eval_tokens, ctx.device
-    )
+    new, _, _ = propagate_teacher_labels(teacher, data, args, ctx)
     changed = changed_share(graph.targets, new)
     graph.refreshes.append({"step": step, **new.summary(), "changed": round(changed, 4), "seconds": round(time.perf_counter() - tic, 1)})
     graph.targets = new

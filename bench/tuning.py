@@ -153,9 +153,6 @@ VARIANTS["defaults, no attention dropout"] = {"attention_dropout": 0.0}
 for _name in [n for n in VARIANTS if n.startswith("defaults, ") and n != "defaults, no attention dropout"]:
     VARIANTS[_name] = {"attention_dropout": None, **VARIANTS[_name]}
 # Variants tried after it, against the runs of "defaults, no attention dropout".
-VARIANTS["defaults, the students weigh the propagated labels 4x"] = {"student_graph_weight": 4.0}
-VARIANTS["defaults, the teacher's head on all propagated labels"] = {"pseudo_head_share": 1.0}
-VARIANTS["defaults, the students' heads fitted on all propagated labels"] = {"student_pseudo_head_share": 1.0}
 VARIANTS["defaults, every head fitted on all propagated labels"] = {"pseudo_head_share": 1.0, "student_pseudo_head_share": 1.0}
 LOCAL = {"graph_alpha": 0.9, "pseudo_head_share": 1.0, "student_pseudo_head_share": 1.0}
 VARIANTS["defaults, labels spread less far (alpha 0.9), every head on all propagated labels"] = LOCAL
@@ -172,6 +169,11 @@ VARIANTS["defaults, alpha 0.9, every head on all propagated labels, students of 
     **LOCAL,
     "student_layers": [[0, 1, 5]],
 }
+# The last became the default: the variants before it ran with the defaults it replaced.
+NEW_DEFAULTS = "defaults, alpha 0.9, every head on all propagated labels, students of layers 0,1,5"
+BEFORE = {"graph_alpha": 0.99, "pseudo_head_share": 0.0, "student_pseudo_head_share": 0.0, "student_layers": [[0, 2, 4]]}
+for _name in [n for n in VARIANTS if n.startswith("defaults, ") and n != NEW_DEFAULTS]:
+    VARIANTS[_name] = {**BEFORE, **VARIANTS[_name]}
 RENAMED = {  # names the first runs were recorded under
     "no-contrastive": "v1",
     "default": "v1 +contrastive +heads",

@@ -128,7 +128,8 @@ DEFAULTS = dict(
 )
 
 
-@pytest.mark.parametrize("extra", [{}, {"pseudo_head_share": 0.5}])  # and with the teacher's head refitted on pseudo-labels
+# and with the teacher's head refitted on pseudo-labels, and with every head fitted on them (as the CLI's defaults)
+@pytest.mark.parametrize("extra", [{}, {"pseudo_head_share": 0.5}, {"pseudo_head_share": 1.0, "student_pseudo_head_share": 1.0}])
 def test_the_default_shape_trains_and_resumes_bitwise(tiny_data, tiny_bert_dir, tmp_path, monkeypatch, extra):
     def no_second_adaptation(*args, **kwargs):
         raise AssertionError("a resumed run adapted the teacher again instead of loading it")

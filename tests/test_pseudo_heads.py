@@ -73,13 +73,19 @@ def test_without_the_share_the_students_heads_keep_to_the_labels(tiny_data, tiny
     assert seen["alpha"] == [report["settings"]["graph_alpha"]]
 
 
-def test_a_pseudo_head_share_without_propagation_is_refused(tiny_data, tiny_bert_dir, tmp_path):
+def test_without_propagation_or_with_random_heads_no_head_takes_pseudo_labels(tiny_data, tiny_bert_dir, tmp_path, monkeypatch):
     from nanonet.runtimes.errors import NanonetError
 
+    seen = spy(monkeypatch)
+    shares = dict(pseudo_head_share=1.0, student_pseudo_head_share=1.0)
     off = dict(graph_weight=0.0, student_graph_weight=0.0)
-    with pytest.raises(NanonetError, match="--student-pseudo-head-share: takes its pseudo-labels from label propagation"):
-        train(tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, **DEFAULTS, **off, student_pseudo_head_share=1.0), progress=False)
-    with pytest.raises(NanonetError, match="--student-pseudo-head-share: fits the students' heads, which --random-heads"):
-        train(tiny_args(tiny_data, tmp_path / "r2", tiny_bert_dir, **{**DEFAULTS, "fit_heads": False}, student_pseudo_head_share=1.0))
+    report = train(tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, **DEFAULTS, **off, **shares), progress=False)
+    assert all(len(labels) <= report["data"]["labeled"] + report["data"]["dev"] for labels, _, _ in seen["fits"])
+    assert report["data"]["propagation"] is None  # nothing to take pseudo-labels from
+    seen["fits"].clear()
+    report = train(tiny_args(tiny_data, tmp_path / "r2", tiny_bert_dir, **{**DEFAULTS, "fit_heads": False}, **shares), progress=False)
+    assert seen["fits"] == [] and "student_pseudo_head_labels" not in report["data"]["propagation"]
+    with pytest.raises(NanonetError, match="--student-pseudo-head-share: must be in"):
+        train(tiny_args(tiny_data, tmp_path / "r3", tiny_bert_dir, student_pseudo_head_share=1.5), progress=False)
     with pytest.raises(NanonetError, match="--graph-alpha: must be in"):
-        train(tiny_args(tiny_data, tmp_path / "r3", tiny_bert_dir, graph_alpha=1.0), progress=False)
+        train(tiny_args(tiny_data, tmp_path / "r4", tiny_bert_dir, graph_alpha=1.0), progress=False)

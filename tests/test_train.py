@@ -29,6 +29,8 @@ def tiny_args(data: Path, out: Path, teacher: Path, **overrides) -> TrainArgs:
         dev_per_class=8,  # all of the dev file
         contrastive_steps=0,  # the contrastive phase and fitted heads have tests of their own
         fit_heads=False,
+        pseudo_head_share=0.0,  # heads fitted on propagated labels: tests/test_pseudo_heads.py
+        student_pseudo_head_share=0.0,
         distill="online",  # the cohort as these tests measured it; offline distillation has tests of its own
         students_from="pretrained",
         students=2,  # a cohort: mutual learning and the choice between students have tests here
@@ -180,9 +182,18 @@ LEARNING = dict(trainable="all", teacher_trainable="all", lr=1e-2, teacher_lr=1e
 
 
 def test_report_contents(tiny_data, tiny_bert_dir, tmp_path):
-    # the teacher kept to the training labels and the tiny model's own attention dropout: this
-    # run's two students then tie on dev, so the tie-break runs
-    args = tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, **LEARNING, teacher_dev_labels=False, attention_dropout=None)
+    # the teacher kept to the training labels, the tiny model's own attention dropout and labels
+    # spread as far as alpha 0.99: this run's two students then tie on dev, so the tie-break runs
+    args = tiny_args(
+        tiny_data,
+        tmp_path / "run",
+        tiny_bert_dir,
+        **LEARNING,
+        teacher_dev_labels=False,
+        attention_dropout=None,
+        graph_alpha=0.99,
+        student_layers=[[0, 2, 4], [1, 3, 5]],
+    )
     report = train(args, progress=False)
     assert json.loads((tmp_path / "run" / "report.json").read_text()) == report
     assert [s["layers"] for s in report["students"]] == [[0, 2, 4], [1, 3, 5]]
@@ -446,9 +457,13 @@ def test_two_process_gloo_ddp(tiny_data, tiny_bert_dir, tmp_path):
 def test_default_student_layers_are_ordered_model_views():
     from nanonet.train.trainer import default_student_layers
 
-    assert default_student_layers(6, 2) == [[0, 2, 4], [1, 3, 5]]
-    assert default_student_layers(6, 3) == [[0, 2, 4], [1, 3, 5], [0, 2, 4]]
-    assert default_student_layers(4, 1) == [[0, 2]]
+    # half the layers: the bottom ones and the last first, then every other layer
+    assert default_student_layers(6, 1) == [[0, 1, 5]]
+    assert default_student_layers(6, 3) == [[0, 1, 5], [0, 2, 4], [1, 3, 5]]
+    assert default_student_layers(12, 2) == [[0, 1, 2, 3, 4, 11], [0, 2, 4, 6, 8, 10]]
+    assert default_student_layers(4, 1) == [[0, 3]]
+    assert default_student_layers(5, 1) == [[0, 1, 4]]
+    assert default_student_layers(1, 2) == [[0], [0]]
 
 
 def test_unusable_attention_backend_is_a_clear_error(tiny_data, tiny_bert_dir, tmp_path):

@@ -79,7 +79,7 @@ def train(
     graph_weight: float = typer.Option(1.0, "--graph-weight", help="Teacher's loss on labels propagated over the unlabeled pool (0: off)."),
     student_graph_weight: float = typer.Option(1.0, "--student-graph-weight", help="Students' loss on the propagated labels (0: off)."),
     graph_k: int = typer.Option(10, "--graph-k", help="Neighbours per text in the label-propagation graph."),
-    graph_alpha: float = typer.Option(0.99, "--graph-alpha", help="How far labels spread in label propagation, in (0, 1)."),
+    graph_alpha: float = typer.Option(0.9, "--graph-alpha", help="How far labels spread in label propagation, in (0, 1)."),
     graph_refreshes: int = typer.Option(0, "--graph-refreshes", help="Reruns of label propagation on the training teacher's embeddings."),
     teacher_dev_labels: bool = typer.Option(
         True,
@@ -97,12 +97,12 @@ def train(
         help="The students' heads start fitted on the dev labels too; their labeled batches keep to the training labels.",
     ),
     pseudo_head_share: float = typer.Option(
-        0.0,
+        1.0,
         "--pseudo-head-share",
         help="Refit the teacher's head on the labels plus this share of each class's most certain propagated labels (0: off).",
     ),
     student_pseudo_head_share: float = typer.Option(
-        0.0,
+        1.0,
         "--student-pseudo-head-share",
         help="Fit each student's head on its labels plus this share of each class's most certain propagated labels (0: off).",
     ),

@@ -61,7 +61,7 @@ class TrainArgs:
     students: int = 1
     """K: number of students in the cohort (1: one student, distilled from the teacher; 2 or more adds mutual learning and a choice between them)."""
     student_layers: list[list[int]] | None = None
-    """Teacher layers of each student; default: even, then odd layers (0,2,4 / 1,3,5 of 6)."""
+    """Teacher layers of each student; default: half of them, the bottom ones and the last first, then every other layer (0,1,5 / 0,2,4 / 1,3,5 of 6)."""
     trainable: str = "bias"
     """'bias' (bias terms and the classifier heads), 'bias+norm' (also LayerNorm weights), or 'all'."""
     teacher_trainable: str = "bias"
@@ -118,8 +118,8 @@ class TrainArgs:
     """Weight of each student's loss on the propagated labels (on its own view, from its first step); 0 turns it off."""
     graph_k: int = 10
     """Neighbours per text in the label-propagation graph."""
-    graph_alpha: float = 0.99
-    """How far labels spread in label propagation (Zhou et al.'s alpha, in (0, 1)): near 1 they diffuse over long paths of the graph, lower keeps each text's label closer to its nearest labeled neighbours."""
+    graph_alpha: float = 0.9
+    """How far labels spread in label propagation (Zhou et al.'s alpha, in (0, 1)): near 1 they diffuse over long paths of the graph, lower keeps each text's label closer to its nearest labeled neighbours (0.9 by default: its most certain labels are the more accurate on dev, docs/tuning.md)."""
     graph_refreshes: int = 0
     """Times label propagation reruns on the teacher's current embeddings, evenly spaced over training (0: the pretrained graph throughout)."""
     teacher_dev_labels: bool = True
@@ -128,10 +128,10 @@ class TrainArgs:
     """The students also learn the dev labels (their heads and labeled batches); their dev checks, which still pick each one's step, then measure fit more than generalisation."""
     student_head_dev_labels: bool = False
     """The students' heads start fitted on the dev labels too (as the teacher's); their labeled batches keep to the training labels."""
-    pseudo_head_share: float = 0.0
-    """After label propagation, the teacher's head is refitted on the labels plus this share of each class's most certain propagated labels, before it teaches (0: the head stays fitted on the labels alone)."""
-    student_pseudo_head_share: float = 0.0
-    """After label propagation, each student's head is fitted on its own embeddings of its labels plus this share of each class's most certain propagated labels (0: on the labels alone); needs --fit-heads."""
+    pseudo_head_share: float = 1.0
+    """After label propagation, the teacher's head is refitted on the labels plus this share of each class's most certain propagated labels, before it teaches (0: the head stays fitted on the labels alone). No effect without propagation or with random heads."""
+    student_pseudo_head_share: float = 1.0
+    """After label propagation, each student's head is fitted on its own embeddings of its labels plus this share of each class's most certain propagated labels (0: on the labels alone). No effect without propagation or with random heads."""
     confidence: float = 0.9
     """Probability a teacher prediction needs to become a pseudo-label for self-training."""
     mutual_weight: float = 1.0
@@ -231,12 +231,6 @@ class TrainArgs:
         for name in ("pseudo_head_share", "student_pseudo_head_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise bad(name, "must be in [0, 1]")
-            if getattr(self, name) > 0 and max(self.graph_weight, self.student_graph_weight) <= 0:
-                raise bad(
-                    name, "takes its pseudo-labels from label propagation, which --graph-weight 0 and --student-graph-weight 0 turn off"
-                )
-        if self.student_pseudo_head_share > 0 and not self.fit_heads:
-            raise bad("student_pseudo_head_share", "fits the students' heads, which --random-heads leaves random")
         if self.contrastive_steps < 0:
             raise bad("contrastive_steps", "must be >= 0")
         if self.contrastive_stop_gap < 0:

@@ -244,12 +244,16 @@ def count_steps(args: TrainArgs, data: Data, ctx: dist.Context) -> int:
 
 
 def default_student_layers(num_layers: int, k: int) -> list[list[int]]:
-    """K selections of every other layer, in order: 6 layers -> [0,2,4], [1,3,5], [0,2,4], ...
-
-    Students beyond the first two repeat a selection; their data views still differ."""
+    """K selections of half the teacher's layers. The first keeps the bottom layers and
+    the last one (6 layers -> [0,1,5]): its frozen embeddings separate the classes better
+    than every other layer's did on every tuning split (docs/tuning.md). Students beyond
+    it take every other layer, even then odd: [0,2,4], [1,3,5], [0,2,4], ...; their data
+    views differ too."""
     if num_layers == 1:
         return [[0] for _ in range(k)]
-    return [list(range(i % 2, num_layers, 2)) for i in range(k)]
+    half = (num_layers + 1) // 2
+    bottom_and_top = [*range(half - 1), num_layers - 1]
+    return [bottom_and_top] + [list(range((i - 1) % 2, num_layers, 2)) for i in range(1, k)]
 
 
 def build_cohort(args: TrainArgs, teacher_src: Pretrained, num_classes: int, ctx: dist.Context) -> tuple[list[Member], str]:
@@ -366,7 +370,7 @@ def propagate_labels(teacher: NanoClassifier, data: Data, args: TrainArgs, ctx: 
             unl_embeddings, cached = embed_and_logits(teacher, data.unl, args.eval_tokens, ctx.device, advance)
         targets, lab_embeddings, unl_embeddings = propagate_teacher_labels(teacher, data, args, ctx, unl_embeddings, advance)
     summary = targets.summary()
-    if args.pseudo_head_share > 0:
+    if args.pseudo_head_share > 0 and args.fit_heads:
         summary["pseudo_head_labels"] = refit_teacher_head(teacher, targets, lab_embeddings, data.teacher_lab_y, unl_embeddings, args, ctx)
         if cached is not None:
             with torch.no_grad(), autocast(ctx.device):  # as embed_and_logits ran the head
@@ -415,7 +419,7 @@ def fit_pseudo_heads(members: list[Member], data: Data, graph: Graph, args: Trai
     embeddings of its labels plus each class's most certain propagated labels: a frozen
     student's probe on thousands of pseudo-labels starts it far above one on a few dozen
     labels. The count goes to the report."""
-    if args.student_pseudo_head_share <= 0 or graph.targets is None or len(members) < 2:
+    if args.student_pseudo_head_share <= 0 or not args.fit_heads or graph.targets is None or len(members) < 2:
         return
     rows, pseudo = most_certain_per_class(graph.targets, args.student_pseudo_head_share)
     chosen = data.unl.select(rows.numpy())

@@ -174,6 +174,8 @@ NEW_DEFAULTS = "defaults, alpha 0.9, every head on all propagated labels, studen
 BEFORE = {"graph_alpha": 0.99, "pseudo_head_share": 0.0, "student_pseudo_head_share": 0.0, "student_layers": [[0, 2, 4]]}
 for _name in [n for n in VARIANTS if n.startswith("defaults, ") and n != NEW_DEFAULTS]:
     VARIANTS[_name] = {**BEFORE, **VARIANTS[_name]}
+# Variants tried after it, against the runs of NEW_DEFAULTS.
+VARIANTS["defaults, labels spread as far as before (alpha 0.99)"] = {"graph_alpha": 0.99}
 RENAMED = {  # names the first runs were recorded under
     "no-contrastive": "v1",
     "default": "v1 +contrastive +heads",

@@ -16,7 +16,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "label_scarce.json"
@@ -26,6 +27,7 @@ SPEED_ROWS = {
     "NanoNet chosen student (bias)": "nanonet student fp32",
     "NanoNet chosen student, int8": "nanonet student int8",
     "SetFit (MiniLM-L6, all parameters)": "SetFit",
+    "SetFit, 20 pairs of each kind per text": "SetFit, 20 pairs per text",
     "model2vec static + logistic regression": "model2vec + LR",
     "teacher, supervised only (all parameters)": "teacher (6 layers), supervised",
 }
@@ -68,15 +70,17 @@ def accuracy_vs_speed(summary: list[dict]) -> None:
         return
     fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 3.8), squeeze=False)
     for ax, name in zip(axes[0], sets):
-        for row, label in SPEED_ROWS.items():
+        for i, (row, label) in enumerate(SPEED_ROWS.items()):
             for s in summary:
                 if s["set"] == name and s["row"] == row and s["labels_per_class"] == 10 and s["docs_per_second"]:
-                    ax.scatter(s["docs_per_second"], s["mean"], s=40)
+                    ax.scatter(s["docs_per_second"], s["mean"], s=40, color=f"C{i}")  # one colour per row in every panel
                     below = "int8" in label  # int8 sits beside fp32: its label goes under the point
                     ax.annotate(
                         label, (s["docs_per_second"], s["mean"]), fontsize=8, xytext=(4, -10 if below else 4), textcoords="offset points"
                     )
         ax.set_xscale("log")
+        ax.margins(x=0.2)  # room for the rightmost point's label
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor ticks' labels overlap on a short span
         ax.set_title(f"{name}, 10 labels per class")
         ax.set_xlabel("inference docs/s (2 threads, log scale)")
         ax.set_ylabel("test accuracy (%)")

@@ -176,6 +176,9 @@ for _name in [n for n in VARIANTS if n.startswith("defaults, ") and n != NEW_DEF
     VARIANTS[_name] = {**BEFORE, **VARIANTS[_name]}
 # Variants tried after it, against the runs of NEW_DEFAULTS.
 VARIANTS["defaults, labels spread as far as before (alpha 0.99)"] = {"graph_alpha": 0.99}
+VARIANTS["defaults, half an epoch, at least 30 steps"] = {"epochs": 0.5, "min_steps": 30}
+VARIANTS["defaults, 120 steps at least"] = {"min_steps": 120}
+VARIANTS["defaults, half an epoch, at least 30 steps and 2 per class"] = {"epochs": 0.5, "min_steps": 30, "min_steps_per_class": 2}
 RENAMED = {  # names the first runs were recorded under
     "no-contrastive": "v1",
     "default": "v1 +contrastive +heads",

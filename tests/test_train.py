@@ -583,6 +583,13 @@ def test_min_steps_raises_a_short_epoch_count(tiny_data, tiny_bert_dir, tmp_path
         tiny_args(tiny_data, tmp_path / "more", tiny_bert_dir, steps=None, epochs=1.0, min_steps=30, eval_every=50), progress=False
     )
     assert more["training"]["steps"] == 30
+    per_class = train(
+        tiny_args(
+            tiny_data, tmp_path / "per-class", tiny_bert_dir, steps=None, epochs=1.0, min_steps=0, min_steps_per_class=10, eval_every=50
+        ),
+        progress=False,
+    )
+    assert per_class["training"]["steps"] == 10 * 3  # tiny_data has 3 classes
 
 
 def test_max_length_cuts_training_and_what_ships_alike(tiny_data, tiny_bert_dir, tmp_path):

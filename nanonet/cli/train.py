@@ -66,8 +66,11 @@ def train(
         "offline", "--distill", help="online: the teacher trains throughout; offline: its logits are cached after its warm-up."
     ),
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (default: --epochs over the unlabeled pool)."),
-    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the unlabeled pool when --steps is not given."),
-    min_steps: int = typer.Option(60, "--min-steps", help="With --epochs: at least this many steps."),
+    epochs: float = typer.Option(0.5, "--epochs", help="Passes over the unlabeled pool when --steps is not given."),
+    min_steps: int = typer.Option(30, "--min-steps", help="With --epochs: at least this many steps."),
+    min_steps_per_class: int = typer.Option(
+        2, "--min-steps-per-class", help="With --epochs: at least this many steps per class (many classes need more steps)."
+    ),
     teacher_warmup_steps: int = typer.Option(
         0,
         "--teacher-warmup-steps",
@@ -153,6 +156,7 @@ def train(
         steps=steps,
         epochs=epochs,
         min_steps=min_steps,
+        min_steps_per_class=min_steps_per_class,
         teacher_warmup_steps=teacher_warmup_steps,
         eval_every=eval_every,
         lr=lr,

@@ -70,10 +70,12 @@ class TrainArgs:
     """AdamW learning rate of the teacher's encoder parameters; default as for `lr` by `teacher_trainable`."""
     steps: int | None = None
     """Optimizer steps; default: `epochs` passes over the unlabeled pool."""
-    epochs: float = 1.0
+    epochs: float = 0.5
     """Passes over the unlabeled pool when `steps` is not given."""
-    min_steps: int = 60
+    min_steps: int = 30
     """With `epochs`: at least this many steps (short texts make few, large batches: a 64-class set of 9-token texts has 17 a pass)."""
+    min_steps_per_class: int = 2
+    """With `epochs`: at least this many steps per class too (a student distils a distribution over every class: 64 classes need more steps than 4)."""
     labeled_tokens: int = 1024
     """Token budget of a labeled batch (real tokens, no padding)."""
     unlabeled_tokens: int = 4096
@@ -193,6 +195,8 @@ class TrainArgs:
             raise bad("steps", "must be >= 1")
         if self.min_steps < 0:
             raise bad("min_steps", "must be >= 0")
+        if self.min_steps_per_class < 0:
+            raise bad("min_steps_per_class", "must be >= 0")
         if self.epochs <= 0:
             raise bad("epochs", "must be > 0")
         if not 0 < self.confidence <= 1:

@@ -12,7 +12,7 @@ import torch
 from nanonet.data.tables import read_table
 from nanonet.data.tokens import Tokenized, budget_batches, tokenize
 from nanonet.model.checkpoint import load_checkpoint
-from nanonet.model.encoder import NanoClassifier
+from nanonet.model.encoder import NanoClassifier, pool
 from nanonet.model.packing import Packed
 from nanonet.runtimes.errors import NanonetError
 from nanonet.runtimes.metrics import accuracy, macro_f1, per_class_accuracy
@@ -73,13 +73,74 @@ def embed_and_logits(
     model: NanoClassifier, tokens: Tokenized, max_tokens: int, device: torch.device, advance: Advance | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, H) pooled embeddings and (N, C) logits of tokenized texts from one pass, in row order."""
+    emb, out, _ = embed_with_branches(model, [], tokens, max_tokens, device, advance)
+    return emb, out
+
+
+def shared_layers(model: NanoClassifier, other: NanoClassifier) -> int:
+    """How many leading layers `other` computes exactly as `model` does: the same token
+    embeddings, then layer by layer the same kind of block, attention window and weights
+    (a student made of the model's first layers and not yet trained). -1: not even the
+    token embeddings are shared."""
+    a, b = model.encoder, other.encoder
+    if not _same_module(a.embeddings, b.embeddings):
+        return -1
+    shared = 0
+    for mine, theirs in zip(a.layers, b.layers):
+        if not (type(mine) is type(theirs) and mine.attn.window == theirs.attn.window and _same_module(mine, theirs)):
+            break
+        shared += 1
+    return shared
+
+
+def _same_module(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape and torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def embed_with_branches(
+    model: NanoClassifier,
+    branches: list[NanoClassifier],
+    tokens: Tokenized,
+    max_tokens: int,
+    device: torch.device,
+    advance: Advance | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """`embed_and_logits` of `model`, plus the (N, H) pooled embeddings of each branch
+    model from the same pass: a branch whose first layers are `model`'s own (see
+    `shared_layers`) runs only its remaining layers, on `model`'s hidden states after
+    them (a student of layers 0,1,5 costs one layer, not three)."""
+    shared = [shared_layers(model, b) for b in branches]
     emb = torch.empty(len(tokens), model.config.hidden_size)
     out = torch.empty(len(tokens), model.head.out_features)
-    for rows, batch in eval_batches(model, tokens, max_tokens, device, advance):
-        index = torch.as_tensor(rows)
-        e = model.embed(batch)
-        emb[index], out[index] = e.float().cpu(), model.head(e).float().cpu()  # eval mode: the head's dropout is off
-    return emb, out
+    branch_emb = [torch.empty(len(tokens), b.config.hidden_size) for b in branches]
+    modes = [b.training for b in branches]
+    for b in branches:
+        b.to(device).eval()
+    try:
+        for rows, batch in eval_batches(model, tokens, max_tokens, device, advance):
+            index = torch.as_tensor(rows)
+            encoder = model.encoder
+            x = encoder.embeddings(batch)
+            hidden = {0: x}  # hidden states after the first i layers, where a branch leaves
+            for i, layer in enumerate(encoder.layers, start=1):
+                x = layer(x, batch, encoder.attention)
+                if i in shared:
+                    hidden[i] = x
+            e = pool(encoder.final_norm(x), batch, model.pooling)
+            emb[index], out[index] = e.float().cpu(), model.head(e).float().cpu()  # eval mode: the head's dropout is off
+            for b, n, dest in zip(branches, shared, branch_emb):
+                if n < 0:
+                    dest[index] = b.embed(batch).float().cpu()
+                    continue
+                y = hidden[n]
+                for layer in b.encoder.layers[n:]:
+                    y = layer(y, batch, b.encoder.attention)
+                dest[index] = pool(b.encoder.final_norm(y), batch, b.pooling).float().cpu()
+    finally:
+        for b, mode in zip(branches, modes):
+            b.train(mode)
+    return emb, out, branch_emb
 
 
 def embed(model: NanoClassifier, tokens: Tokenized, max_tokens: int, device: torch.device, advance: Advance | None = None) -> torch.Tensor:

@@ -40,7 +40,7 @@ from nanonet.train import distributed as dist
 from nanonet.train.args import TrainArgs
 from nanonet.train.cohort import Cohort, StepInputs
 from nanonet.train.contrastive import adapt_teacher
-from nanonet.train.evaluate import autocast, embed, embed_and_logits, eval_tokens_for, evaluate, logits
+from nanonet.train.evaluate import autocast, embed, embed_with_branches, eval_tokens_for, evaluate, logits
 from nanonet.train.heads import fit_head, fit_member_head
 from nanonet.train.losses import ramp
 from nanonet.train.optim import build_optimizer
@@ -88,7 +88,7 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
     with phases("heads"):
         fit_heads(members, data, args, ctx, teacher_fitted=adaptation is not None)
     with phases("propagation"):
-        graph = propagate_labels(members[0].model, data, args, ctx, steps, show)
+        graph = propagate_labels(members, data, args, ctx, steps, show)
     with phases("heads"):
         fit_pseudo_heads(members, data, graph, args, ctx, show)
     cohort, optimizer, scheduler = make_trainable(members, args, steps, ctx)
@@ -141,6 +141,7 @@ class Graph:
     refreshes: list[dict] = field(default_factory=list)
     refresh_at: set[int] = field(default_factory=set)
     teacher_logits: torch.Tensor | None = None  # from the same pass, when the teacher is already final (offline, no warm-up)
+    student_embeddings: list[torch.Tensor] | None = None  # each student's (U, H) embeddings of the pool, from the same pass
 
 
 @dataclass
@@ -236,11 +237,12 @@ def labels_with_dev(lab: Tokenized, dev: Tokenized, splits: Splits) -> tuple[Tok
 
 def count_steps(args: TrainArgs, data: Data, ctx: dist.Context) -> int:
     """--steps, or --epochs over the unlabeled pool (over the labels for supervised-only runs),
-    at least --min-steps."""
+    at least --min-steps and --min-steps-per-class per class."""
     if args.steps:
         return args.steps
     stream = data.unl_stream if data.uses_unlabeled else data.lab_stream
-    return max(1, args.min_steps, math.ceil(args.epochs * stream.batches_per_epoch() / ctx.world_size))
+    floor = max(args.min_steps, args.min_steps_per_class * data.num_classes)
+    return max(1, floor, math.ceil(args.epochs * stream.batches_per_epoch() / ctx.world_size))
 
 
 def default_student_layers(num_layers: int, k: int) -> list[list[int]]:
@@ -354,30 +356,32 @@ def fit_heads(members: list[Member], data: Data, args: TrainArgs, ctx: dist.Cont
         fit_member_head(m.model, lab, lab_y, data.num_classes, args.eval_tokens, ctx.device)
 
 
-def propagate_labels(teacher: NanoClassifier, data: Data, args: TrainArgs, ctx: dist.Context, steps: int, show: bool = False) -> Graph:
+def propagate_labels(members: list[Member], data: Data, args: TrainArgs, ctx: dist.Context, steps: int, show: bool = False) -> Graph:
     """3. label propagation over the (adapted) teacher's embeddings, computed before any
     training so that a resumed run gets the same targets; off when no loss uses them. With
     --pseudo-head-share the teacher's head is then refitted on the labels and the most
-    certain propagated labels."""
+    certain propagated labels. The same pass over the pool gives the students' embeddings
+    of it when their heads are to be fitted on propagated labels (fit_pseudo_heads)."""
     if max(args.graph_weight, args.student_graph_weight) <= 0 or not len(data.unl):
         return Graph()
+    teacher = members[0].model
+    students = [m.model for m in members[1:]] if fits_pseudo_heads(args, len(members)) else []
     tic = time.perf_counter()
-    unl_embeddings = cached = None
     with phase_bar(show, "label propagation", len(data.unl) + len(data.teacher_lab), "texts") as advance:
-        if distils_offline(args, data) and teacher_only_steps(args, steps) == 0:
-            # the teacher is final already: one pass gives the graph's embeddings and the students' targets
-            teacher.to(ctx.device)
-            unl_embeddings, cached = embed_and_logits(teacher, data.unl, args.eval_tokens, ctx.device, advance)
+        teacher.to(ctx.device)
+        unl_embeddings, cached, student_embeddings = embed_with_branches(teacher, students, data.unl, args.eval_tokens, ctx.device, advance)
+        if not (distils_offline(args, data) and teacher_only_steps(args, steps) == 0):
+            cached = None  # the teacher trains on: its logits now are not the students' targets
         targets, lab_embeddings, unl_embeddings = propagate_teacher_labels(teacher, data, args, ctx, unl_embeddings, advance)
     summary = targets.summary()
     if args.pseudo_head_share > 0 and args.fit_heads:
         summary["pseudo_head_labels"] = refit_teacher_head(teacher, targets, lab_embeddings, data.teacher_lab_y, unl_embeddings, args, ctx)
         if cached is not None:
-            with torch.no_grad(), autocast(ctx.device):  # as embed_and_logits ran the head
+            with torch.no_grad(), autocast(ctx.device):  # as embed_with_branches ran the head
                 cached = teacher.head(unl_embeddings.to(ctx.device)).float().cpu()
     seconds = time.perf_counter() - tic
     refresh_at = set(refresh_steps(steps, args.graph_refreshes))
-    return Graph(targets, summary, seconds, refresh_at=refresh_at, teacher_logits=cached)
+    return Graph(targets, summary, seconds, refresh_at=refresh_at, teacher_logits=cached, student_embeddings=student_embeddings or None)
 
 
 def propagate_teacher_labels(
@@ -426,19 +430,24 @@ def fit_pseudo_heads(members: list[Member], data: Data, graph: Graph, args: Trai
     embeddings of its labels plus each class's most certain propagated labels: a frozen
     student's probe on thousands of pseudo-labels starts it far above one on a few dozen
     labels. The count goes to the report."""
-    if args.student_pseudo_head_share <= 0 or not args.fit_heads or graph.targets is None or len(members) < 2:
+    if not fits_pseudo_heads(args, len(members)) or graph.targets is None:
         return
     rows, pseudo = most_certain_per_class(graph.targets, args.student_pseudo_head_share)
-    chosen = data.unl.select(rows.numpy())
     students = members[1:]
-    with phase_bar(show, "student heads", (len(chosen) + len(data.head_lab)) * len(students), "texts") as advance:
-        for m in students:
+    with phase_bar(show, "student heads", len(data.head_lab) * len(students), "texts") as advance:
+        for m, pool_embeddings in zip(students, graph.student_embeddings):  # from label propagation's pass over the pool
             m.model.to(ctx.device)
             lab_embeddings = embed(m.model, data.head_lab, args.eval_tokens, ctx.device, advance)
-            unl_embeddings = embed(m.model, chosen, args.eval_tokens, ctx.device, advance)
+            unl_embeddings = pool_embeddings[rows]
             fit_head(m.model, torch.cat([lab_embeddings, unl_embeddings]), torch.cat([data.head_lab_y, pseudo]), data.num_classes)
             dist.broadcast_module(m.model.head, ctx)  # every rank trains on from rank 0's head
     graph.summary["student_pseudo_head_labels"] = len(rows)
+    graph.student_embeddings = None  # only needed here
+
+
+def fits_pseudo_heads(args: TrainArgs, members: int) -> bool:
+    """Whether the students' heads are fitted on propagated labels (--student-pseudo-head-share)."""
+    return args.student_pseudo_head_share > 0 and args.fit_heads and members >= 2
 
 
 def refresh_graph(graph: Graph, teacher: NanoClassifier, data: Data, args: TrainArgs, ctx: dist.Context, step: int) -> None:

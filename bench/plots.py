@@ -49,12 +49,18 @@ def learning_curve(summary: list[dict]) -> None:
     fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 3.6), squeeze=False)
     for ax, name in zip(axes[0], sets):
         for row, label in CURVE_ROWS.items():
-            points = sorted((s["labels_per_class"], s["mean"], s["std"]) for s in summary if s["set"] == name and s["row"] == row)
+            points = sorted(
+                (s["labels_per_class"], s["mean"], s["std"], len(s["seeds"])) for s in summary if s["set"] == name and s["row"] == row
+            )
             if points:
-                n, mean, std = zip(*points)
+                n, mean, std, seeds = zip(*points)
                 ax.errorbar(n, mean, yerr=std, marker="o", capsize=3, label=label)
+                for x, y, k in zip(n, mean, seeds):
+                    if k == 1:  # a point of one seed has no spread to show: say so
+                        ax.annotate("1 seed", (x, y), textcoords="offset points", xytext=(-14, -12), fontsize=7)
         ax.set_xscale("log")
         ax.set_xticks([5, 10, 30], ["5", "10", "30"])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(name)
         ax.set_xlabel("labels per class")
         ax.set_ylabel("test accuracy (%)")

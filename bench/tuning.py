@@ -178,7 +178,13 @@ for _name in [n for n in VARIANTS if n.startswith("defaults, ") and n != NEW_DEF
 VARIANTS["defaults, labels spread as far as before (alpha 0.99)"] = {"graph_alpha": 0.99}
 VARIANTS["defaults, half an epoch, at least 30 steps"] = {"epochs": 0.5, "min_steps": 30}
 VARIANTS["defaults, 120 steps at least"] = {"min_steps": 120}
-VARIANTS["defaults, half an epoch, at least 30 steps and 2 per class"] = {"epochs": 0.5, "min_steps": 30, "min_steps_per_class": 2}
+STEPS_NOW = "defaults, half an epoch, at least 30 steps and 2 per class"
+VARIANTS[STEPS_NOW] = {"epochs": 0.5, "min_steps": 30, "min_steps_per_class": 2}
+# The last became the default: every variant before it ran with one epoch of at least 60
+# steps and no floor per class (those that set their own steps keep them).
+STEPS_BEFORE = {"epochs": 1.0, "min_steps": 60, "min_steps_per_class": 0}
+for _name in [n for n in VARIANTS if n not in (STEPS_NOW, "defaults")]:
+    VARIANTS[_name] = {**STEPS_BEFORE, **VARIANTS[_name]}
 RENAMED = {  # names the first runs were recorded under
     "no-contrastive": "v1",
     "default": "v1 +contrastive +heads",

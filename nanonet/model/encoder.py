@@ -160,9 +160,14 @@ class NanoEncoder(nn.Module):
         x = self.embeddings(batch)  # (T, H)
         if noise_std > 0:
             x = x + noise_std * torch.randn_like(x)
-        for layer in self.layers:
+        return self.final_norm(self.run_layers(x, batch))
+
+    def run_layers(self, x: torch.Tensor, batch: Packed, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Layers `start` to `stop` (exclusive) on hidden states `x` (T, H), no final norm:
+        a caller holding the states after some layers goes on from there."""
+        for layer in self.layers[start:stop]:
             x = layer(x, batch, self.attention)
-        return self.final_norm(x)
+        return x
 
 
 def pool(x: torch.Tensor, batch: Packed, how: str) -> torch.Tensor:

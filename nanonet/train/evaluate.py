@@ -121,22 +121,19 @@ def embed_with_branches(
         for rows, batch in eval_batches(model, tokens, max_tokens, device, advance):
             index = torch.as_tensor(rows)
             encoder = model.encoder
-            x = encoder.embeddings(batch)
-            hidden = {0: x}  # hidden states after the first i layers, where a branch leaves
-            for i, layer in enumerate(encoder.layers, start=1):
-                x = layer(x, batch, encoder.attention)
-                if i in shared:
-                    hidden[i] = x
-            e = pool(encoder.final_norm(x), batch, model.pooling)
+            hidden = {0: encoder.embeddings(batch)}  # the states after the first i layers, where a branch leaves
+            done = 0
+            for i in sorted({n for n in shared if n > 0}):
+                hidden[i] = encoder.run_layers(hidden[done], batch, done, i)
+                done = i
+            e = pool(encoder.final_norm(encoder.run_layers(hidden[done], batch, done)), batch, model.pooling)
             emb[index], out[index] = e.float().cpu(), model.head(e).float().cpu()  # eval mode: the head's dropout is off
             for b, n, dest in zip(branches, shared, branch_emb):
                 if n < 0:
                     dest[index] = b.embed(batch).float().cpu()
-                    continue
-                y = hidden[n]
-                for layer in b.encoder.layers[n:]:
-                    y = layer(y, batch, b.encoder.attention)
-                dest[index] = pool(b.encoder.final_norm(y), batch, b.pooling).float().cpu()
+                else:
+                    y = b.encoder.final_norm(b.encoder.run_layers(hidden[n], batch, n))
+                    dest[index] = pool(y, batch, b.pooling).float().cpu()
     finally:
         for b, mode in zip(branches, modes):
             b.train(mode)

@@ -185,6 +185,20 @@ VARIANTS[STEPS_NOW] = {"epochs": 0.5, "min_steps": 30, "min_steps_per_class": 2}
 STEPS_BEFORE = {"epochs": 1.0, "min_steps": 60, "min_steps_per_class": 0}
 for _name in [n for n in VARIANTS if n not in (STEPS_NOW, "defaults")]:
     VARIANTS[_name] = {**STEPS_BEFORE, **VARIANTS[_name]}
+# Variants tried after it, against the runs of STEPS_NOW.
+VARIANTS["defaults, students distil the teacher's embeddings (cosine, weight 1)"] = {"embedding_weight": 1.0}
+VARIANTS["defaults, students distil the teacher's embeddings (cosine, weight 10)"] = {"embedding_weight": 10.0}
+VARIANTS["defaults, the students' bias terms at learning rate 1e-2"] = {"lr": 1e-2}
+VARIANTS["defaults, the students train their LayerNorm weights too"] = {"trainable": "bias+norm"}
+VARIANTS["defaults, the students train every weight (learning rate 1e-4)"] = {"trainable": "all", "lr": 1e-4}
+VARIANTS["defaults, the students' heads fitted on the teacher's predictions"] = {"student_head_targets": "teacher"}
+VARIANTS["defaults, heads at learning rate 1e-3 (not 1e-2)"] = {"head_lr": 1e-3}
+VARIANTS["defaults, heads and the students' bias terms at learning rate 1e-3"] = {"head_lr": 1e-3, "lr": 1e-3}
+VARIANTS["defaults, one step (the students nearly as they start)"] = {"steps": 1}
+VARIANTS["defaults, one step at learning rate 1e-8 (the students as they start)"] = {"steps": 1, "lr": 1e-8, "head_lr": 1e-8}
+VARIANTS["defaults, learning rates warmed up over 30% of the steps (not 6%)"] = {"warmup": 0.3}
+VARIANTS["defaults, the students distil no propagated labels (only the teacher and their labels)"] = {"student_graph_weight": 0.0}
+VARIANTS["defaults, the students distil nothing from the teacher (their labels and the propagated ones)"] = {"kd_weight": 0.0}
 RENAMED = {  # names the first runs were recorded under
     "no-contrastive": "v1",
     "default": "v1 +contrastive +heads",

@@ -46,6 +46,17 @@ def test_hidden_distillation():
     assert losses.hidden_distillation(x, x + 1, identity) == pytest.approx(1.0)
 
 
+def test_embedding_distillation_reads_directions_only():
+    x = torch.randn(5, 8)
+    assert losses.embedding_distillation(x * 3.0, x.clone()).abs() < 1e-6  # the length does not count
+    assert losses.embedding_distillation(x, -x) == pytest.approx(2.0)  # opposite: 1 - (-1)
+    e = torch.eye(8)
+    assert losses.embedding_distillation(e[:4], e[4:]) == pytest.approx(1.0)  # orthogonal
+    s, t = torch.randn(4, 8, requires_grad=True), torch.randn(4, 8, requires_grad=True)
+    losses.embedding_distillation(s, t).backward()
+    assert s.grad is not None and t.grad is None  # the teacher's embeddings are targets
+
+
 def test_ramp():
     assert [losses.ramp(s, 100, 0.3) for s in (0, 15, 30, 90)] == [0.0, 0.5, 1.0, 1.0]
     assert losses.ramp(0, 100, 0.0) == 1.0

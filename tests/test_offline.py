@@ -92,6 +92,36 @@ def test_a_finished_teacher_gets_no_gradient_and_the_students_distil_from_the_ca
     assert float(other["kd"].detach()) != pytest.approx(float(terms["kd"].detach()))
 
 
+def test_the_embedding_term_pulls_each_student_towards_the_cached_embeddings(tiny_bert_dir):
+    enc = load_pretrained(str(tiny_bert_dir)).encoder
+    cohort = _cohort(enc).eval()  # no dropout: the same inputs give the same terms
+    cohort.embedding_weight = 1.0
+    labeled, y = pack_sequences(random_sequences([5, 9, 7])), torch.tensor([0, 1, 2])
+    unl = pack_sequences(random_sequences([12, 20, 6, 8], seed=1))
+    cached = torch.randn(4, 3)
+    views = [(unl, 0.0), (unl, 0.0)]
+    with torch.no_grad():
+        own = [student(unl, return_embedding=True)[1] for student in cohort.students]
+
+    def term(targets):
+        x = StepInputs(labeled, y, True, unl, views, 0.0, None, teacher_logits=cached, teacher_embeddings=targets)
+        return cohort(x)
+
+    # student 0's own embeddings (at twice their length) as the targets: only student 1 is off them
+    first = term(2.0 * own[0])
+    only_second = 1 - torch.nn.functional.cosine_similarity(own[1], own[0], dim=-1).mean()
+    assert float(only_second) > 1e-3
+    assert float(first["embedding"].detach()) == pytest.approx(float(only_second), abs=1e-5)
+    first["total"].backward()
+    assert all(p.grad is None for p in cohort.teacher.parameters())
+    bias = dict(cohort.students[1].named_parameters())["encoder.layers.0.fc1.bias"]
+    assert bias.grad is not None and bias.grad.abs().sum() > 0
+    cohort.zero_grad()
+    assert float(term(None)["embedding"]) == 0  # no cached embeddings: no term
+    cohort.embedding_weight = 0.0
+    assert float(term(own[0] * -1)["total"].detach()) == pytest.approx(float(term(own[0])["total"].detach()))  # weight 0: off
+
+
 def test_offline_and_online_runs_draw_and_report_alike(tiny_data, tiny_bert_dir, tmp_path):
     online = train(tiny_args(tiny_data, tmp_path / "on", tiny_bert_dir), progress=False)
     offline = train(tiny_args(tiny_data, tmp_path / "off", tiny_bert_dir, distill="offline"), progress=False)
@@ -129,7 +159,10 @@ DEFAULTS = dict(
 
 
 # and with the teacher's head refitted on pseudo-labels, and with every head fitted on them (as the CLI's defaults)
-@pytest.mark.parametrize("extra", [{}, {"pseudo_head_share": 0.5}, {"pseudo_head_share": 1.0, "student_pseudo_head_share": 1.0}])
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"pseudo_head_share": 0.5}, {"pseudo_head_share": 1.0, "student_pseudo_head_share": 1.0}, {"embedding_weight": 1.0}],
+)
 def test_the_default_shape_trains_and_resumes_bitwise(tiny_data, tiny_bert_dir, tmp_path, monkeypatch, extra):
     def no_second_adaptation(*args, **kwargs):
         raise AssertionError("a resumed run adapted the teacher again instead of loading it")
@@ -154,8 +187,9 @@ def test_a_head_refitted_on_pseudo_labels_is_what_teaches(tiny_data, tiny_bert_d
     finish = trainer.finish_teacher
 
     def record(*args, **kwargs):
-        taught["logits"] = finish(*args, **kwargs)
-        return taught["logits"]
+        out = finish(*args, **kwargs)
+        taught["logits"] = out[0]
+        return out
 
     monkeypatch.setattr(trainer, "finish_teacher", record)
     plain = train(tiny_args(tiny_data, tmp_path / "plain", tiny_bert_dir, **DEFAULTS), progress=False)
@@ -171,3 +205,28 @@ def test_a_head_refitted_on_pseudo_labels_is_what_teaches(tiny_data, tiny_bert_d
     unlabeled = tokenize(splits.unlabeled_texts, src.tokenizer_file, teacher.config.max_length)
     live = logits(teacher, unlabeled, 64, torch.device("cpu"))
     torch.testing.assert_close(taught["logits"], live, atol=1e-4, rtol=1e-4)
+
+
+def test_cached_embeddings_are_the_finished_teachers_own(tiny_data, tiny_bert_dir, tmp_path, monkeypatch):
+    import nanonet.train.trainer as trainer
+
+    taught = {}
+    finish = trainer.finish_teacher
+
+    def record(*args, **kwargs):
+        taught["cache"] = finish(*args, **kwargs)
+        return taught["cache"]
+
+    monkeypatch.setattr(trainer, "finish_teacher", record)
+    args = tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, embedding_weight=1.0, pseudo_head_share=0.5, **DEFAULTS)
+    report = train(args, progress=False)
+    assert report["history"][-1]["embedding"] > 0
+    teacher = load_checkpoint(tmp_path / "run" / "teacher").model
+    src = load_pretrained(str(tiny_bert_dir))
+    splits, _ = trainer.draw_splits(args)
+    unlabeled = tokenize(splits.unlabeled_texts, src.tokenizer_file, teacher.config.max_length)
+    cached_logits, cached_embeddings = taught["cache"]
+    torch.testing.assert_close(cached_embeddings, embed(teacher, unlabeled, 64, torch.device("cpu")), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(cached_logits, logits(teacher, unlabeled, 64, torch.device("cpu")), atol=1e-4, rtol=1e-4)
+    plain = train(tiny_args(tiny_data, tmp_path / "plain", tiny_bert_dir, pseudo_head_share=0.5, **DEFAULTS), progress=False)
+    assert taught["cache"][1] is None and plain["history"][-1]["embedding"] == 0  # off by default: nothing cached

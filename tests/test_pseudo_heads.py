@@ -89,3 +89,31 @@ def test_without_propagation_or_with_random_heads_no_head_takes_pseudo_labels(ti
         train(tiny_args(tiny_data, tmp_path / "r3", tiny_bert_dir, student_pseudo_head_share=1.5), progress=False)
     with pytest.raises(NanonetError, match="--graph-alpha: must be in"):
         train(tiny_args(tiny_data, tmp_path / "r4", tiny_bert_dir, graph_alpha=1.0), progress=False)
+
+
+def test_with_teacher_targets_each_students_head_takes_the_teachers_prediction_for_every_text(
+    tiny_data, tiny_bert_dir, tmp_path, monkeypatch
+):
+    from nanonet.data.tokens import tokenize
+    from nanonet.model.checkpoint import load_checkpoint
+    from nanonet.model.hf import load_pretrained
+    from nanonet.runtimes.errors import NanonetError
+    from nanonet.train.evaluate import logits
+
+    seen = spy(monkeypatch)
+    shares = dict(pseudo_head_share=0.5, student_pseudo_head_share=0.5)  # the share would keep half; these targets take all
+    args = tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, **DEFAULTS, **shares, student_head_targets="teacher")
+    report = train(args, progress=False)
+    # the saved teacher's own predictions on the pool, computed apart
+    teacher = load_checkpoint(tmp_path / "run" / "teacher").model
+    splits, _ = trainer.draw_splits(args)
+    pool = tokenize(splits.unlabeled_texts, load_pretrained(str(tiny_bert_dir)).tokenizer_file, teacher.config.max_length)
+    predicted = logits(teacher, pool, 64, torch.device("cpu")).argmax(-1).tolist()
+    labeled = report["data"]["labeled"]
+    fits = [f for f in seen["fits"] if f[2].config.num_layers == 3 and len(f[0]) > labeled]
+    assert len(fits) == 2 and len(predicted) > 0
+    for labels, _, _ in fits:
+        assert labels[labeled:] == predicted
+    assert report["data"]["propagation"]["student_pseudo_head_labels"] == len(predicted)
+    with pytest.raises(NanonetError, match="--student-head-targets: must be graph or teacher"):
+        train(tiny_args(tiny_data, tmp_path / "r2", tiny_bert_dir, student_head_targets="probs"), progress=False)

@@ -81,6 +81,9 @@ def train(
     teacher_lr: Optional[float] = typer.Option(None, "--teacher-lr", help="Teacher's encoder learning rate (same defaults)."),
     graph_weight: float = typer.Option(1.0, "--graph-weight", help="Teacher's loss on labels propagated over the unlabeled pool (0: off)."),
     student_graph_weight: float = typer.Option(1.0, "--student-graph-weight", help="Students' loss on the propagated labels (0: off)."),
+    embedding_weight: float = typer.Option(
+        0.0, "--embedding-weight", help="Students' embedding distillation: 1 - cosine to the teacher's pooled embedding (0: off)."
+    ),
     graph_k: int = typer.Option(10, "--graph-k", help="Neighbours per text in the label-propagation graph."),
     graph_alpha: float = typer.Option(0.9, "--graph-alpha", help="How far labels spread in label propagation, in (0, 1)."),
     graph_refreshes: int = typer.Option(0, "--graph-refreshes", help="Reruns of label propagation on the training teacher's embeddings."),
@@ -108,6 +111,11 @@ def train(
         1.0,
         "--student-pseudo-head-share",
         help="Fit each student's head on its labels plus this share of each class's most certain propagated labels (0: off).",
+    ),
+    student_head_targets: str = typer.Option(
+        "graph",
+        "--student-head-targets",
+        help="What the students' heads are fitted on beside their labels: graph (propagated labels) or teacher (its predictions).",
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last saved state."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over in a non-empty --out, replacing a previous run's outputs."),
@@ -163,6 +171,7 @@ def train(
         teacher_lr=teacher_lr,
         graph_weight=graph_weight,
         student_graph_weight=student_graph_weight,
+        embedding_weight=embedding_weight,
         graph_k=graph_k,
         graph_alpha=graph_alpha,
         graph_refreshes=graph_refreshes,
@@ -171,6 +180,7 @@ def train(
         student_head_dev_labels=student_head_dev_labels,
         pseudo_head_share=pseudo_head_share,
         student_pseudo_head_share=student_pseudo_head_share,
+        student_head_targets=student_head_targets,
         resume=resume,
         overwrite=overwrite,
         attention=attention,

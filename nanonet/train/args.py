@@ -112,6 +112,8 @@ class TrainArgs:
     """Weight of teacher -> student distillation on unlabeled text."""
     hidden_weight: float = 0.0
     """Weight of hidden-state distillation (MSE through a learned projection); 0 turns it off."""
+    embedding_weight: float = 0.0
+    """Weight of embedding distillation on unlabeled text: 1 - cosine between each student's pooled embedding and the teacher's (cached with its logits in offline distillation); 0 turns it off."""
     self_train_weight: float = 1.0
     """Weight of the teacher's self-training on unlabeled text (its confident predictions as labels); 0 turns it off."""
     graph_weight: float = 1.0
@@ -134,6 +136,8 @@ class TrainArgs:
     """After label propagation, the teacher's head is refitted on the labels plus this share of each class's most certain propagated labels, before it teaches (0: the head stays fitted on the labels alone). No effect without propagation or with random heads."""
     student_pseudo_head_share: float = 1.0
     """After label propagation, each student's head is fitted on its own embeddings of its labels plus this share of each class's most certain propagated labels (0: on the labels alone). No effect without propagation or with random heads."""
+    student_head_targets: str = "graph"
+    """What the students' heads are fitted on beside their labels (with --student-pseudo-head-share): 'graph', each class's most certain propagated labels; 'teacher', the finished teacher's predictions on the whole pool (offline distillation without a warm-up, where they are cached before the students start; else as 'graph')."""
     confidence: float = 0.9
     """Probability a teacher prediction needs to become a pseudo-label for self-training."""
     mutual_weight: float = 1.0
@@ -205,6 +209,8 @@ class TrainArgs:
             raise bad("students_from", f"must be pretrained or adapted, got '{self.students_from}'")
         if self.distill not in ("online", "offline"):
             raise bad("distill", f"must be online or offline, got '{self.distill}'")
+        if self.embedding_weight < 0:
+            raise bad("embedding_weight", "must be >= 0")
         if self.distill == "offline" and self.hidden_weight > 0:
             raise bad("distill", "offline caches the teacher's logits, not its hidden states; use --distill online with --hidden-weight")
         untrained = self.teacher_warmup_steps == 0 and self.contrastive_steps == 0 and not self.fit_heads
@@ -235,6 +241,8 @@ class TrainArgs:
         for name in ("pseudo_head_share", "student_pseudo_head_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise bad(name, "must be in [0, 1]")
+        if self.student_head_targets not in ("graph", "teacher"):
+            raise bad("student_head_targets", f"must be graph or teacher, got '{self.student_head_targets}'")
         if self.contrastive_steps < 0:
             raise bad("contrastive_steps", "must be >= 0")
         if self.contrastive_stop_gap < 0:

@@ -24,6 +24,7 @@ class StepInputs:
     graph_probs: torch.Tensor | None = None  # (B_u, C) propagated label distributions of `unlabeled`
     graph_weights: torch.Tensor | None = None  # (B_u,) their certainty
     teacher_logits: torch.Tensor | None = None  # (B_u, C) cached targets of `unlabeled` (offline distillation: the teacher is done)
+    teacher_embeddings: torch.Tensor | None = None  # (B_u, H) its cached pooled embeddings of them (with --embedding-weight)
 
 
 class Cohort(nn.Module):
@@ -44,6 +45,7 @@ class Cohort(nn.Module):
         confidence: float = 0.9,
         graph_weight: float = 0.0,
         student_graph_weight: float = 0.0,
+        embedding_weight: float = 0.0,
     ):
         super().__init__()
         self.teacher = teacher
@@ -52,7 +54,7 @@ class Cohort(nn.Module):
         self.projections = nn.ModuleList(nn.Linear(s.config.hidden_size, hidden) for s in students) if hidden_weight > 0 else None
         self.temperature, self.kd_weight, self.hidden_weight, self.mutual_loss = temperature, kd_weight, hidden_weight, mutual_loss
         self.self_train_weight, self.confidence, self.graph_weight = self_train_weight, confidence, graph_weight
-        self.student_graph_weight = student_graph_weight
+        self.student_graph_weight, self.embedding_weight = student_graph_weight, embedding_weight
 
     def forward(self, x: StepInputs) -> dict[str, torch.Tensor]:
         if x.teacher_logits is not None:  # offline: the teacher has finished training; its targets are cached
@@ -72,7 +74,7 @@ class Cohort(nn.Module):
         # 2. its soft targets on unlabeled text (deterministic: eval mode, no grad), live or cached
         t_embedding = None
         if x.teacher_logits is not None:
-            t_logits = x.teacher_logits
+            t_logits, t_embedding = x.teacher_logits, x.teacher_embeddings
         else:
             with torch.no_grad():
                 was_training = self.teacher.training
@@ -89,19 +91,22 @@ class Cohort(nn.Module):
         outputs = []
         for student, (view, noise) in zip(self.students, x.views):
             outputs.append(student(view, noise_std=noise, return_embedding=True))
-        kd = hid = mut = lp = total.new_zeros(())
+        kd = hid = mut = lp = emb = total.new_zeros(())
         student_graph = x.graph_probs is not None and self.student_graph_weight > 0
         for i in range(len(self.students)):
             logits, embedding = outputs[i]
             kd = kd + losses.distillation(logits, t_logits, self.temperature)
             if student_graph:
                 lp = lp + losses.propagated(logits, x.graph_probs, x.graph_weights)
+            if self.embedding_weight > 0 and t_embedding is not None:
+                emb = emb + losses.embedding_distillation(embedding, t_embedding)
             if self.projections is not None and t_embedding is not None:
                 hid = hid + losses.hidden_distillation(embedding, t_embedding, self.projections[i])
             peers = [o[0] for j, o in enumerate(outputs) if j != i]
             mut = mut + losses.mutual(logits, peers, self.mutual_loss)
-        terms.update(kd=kd, hidden=hid, mutual=mut, student_graph=lp)
+        terms.update(kd=kd, hidden=hid, mutual=mut, student_graph=lp, embedding=emb)
         total = total + self.kd_weight * kd + self.hidden_weight * hid + x.mutual_weight * mut + self.student_graph_weight * lp
+        total = total + self.embedding_weight * emb
         return {**terms, "total": total}
 
     def _teacher_terms(self, x: StepInputs) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None]:

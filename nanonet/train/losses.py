@@ -40,6 +40,12 @@ def hidden_distillation(student_states: torch.Tensor, teacher_states: torch.Tens
     return F.mse_loss(projection(student_states), teacher_states.detach())
 
 
+def embedding_distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean of 1 - cosine between the student's pooled embeddings and the teacher's (same
+    rows): the direction, not the length, is what the fitted heads and the kNN graph read."""
+    return (1 - F.cosine_similarity(student.float(), teacher.detach().float(), dim=-1)).mean()
+
+
 def mutual(student: torch.Tensor, peers: list[torch.Tensor], kind: str = "mse") -> torch.Tensor:
     """Each student against its detached peers: MSE of probabilities, or KL(peer || student)."""
     if not peers:

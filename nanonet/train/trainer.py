@@ -40,7 +40,7 @@ from nanonet.train import distributed as dist
 from nanonet.train.args import TrainArgs
 from nanonet.train.cohort import Cohort, StepInputs
 from nanonet.train.contrastive import adapt_teacher
-from nanonet.train.evaluate import autocast, embed, embed_with_branches, eval_tokens_for, evaluate, logits
+from nanonet.train.evaluate import autocast, embed, embed_and_logits, embed_with_branches, eval_tokens_for, evaluate, logits
 from nanonet.train.heads import fit_head, fit_member_head
 from nanonet.train.losses import ramp
 from nanonet.train.optim import build_optimizer
@@ -141,6 +141,7 @@ class Graph:
     refreshes: list[dict] = field(default_factory=list)
     refresh_at: set[int] = field(default_factory=set)
     teacher_logits: torch.Tensor | None = None  # from the same pass, when the teacher is already final (offline, no warm-up)
+    teacher_embeddings: torch.Tensor | None = None  # its (U, H) pooled embeddings from that pass, with --embedding-weight
     student_embeddings: list[torch.Tensor] | None = None  # each student's (U, H) embeddings of the pool, from the same pass
 
 
@@ -154,6 +155,7 @@ class Run:
     seconds: float = 0.0
     phases: Phases = field(default_factory=Phases)  # "steps", "dev" and "cache" seconds of this process
     teacher_logits: torch.Tensor | None = None  # offline distillation: the finished teacher's logits on the unlabeled pool
+    teacher_embeddings: torch.Tensor | None = None  # and its pooled embeddings of it, with --embedding-weight
 
 
 def draw_splits(args: TrainArgs) -> tuple[Splits, list[str]]:
@@ -195,6 +197,7 @@ def tokenize_splits(args: TrainArgs, splits: Splits, teacher_src: Pretrained) ->
         args.self_train_weight,
         args.graph_weight,
         args.student_graph_weight,
+        args.embedding_weight,
     )
     uses_unlabeled = any(w > 0 for w in unlabeled_weights)
     unl = tok(splits.unlabeled_texts)
@@ -381,7 +384,16 @@ def propagate_labels(members: list[Member], data: Data, args: TrainArgs, ctx: di
                 cached = teacher.head(unl_embeddings.to(ctx.device)).float().cpu()
     seconds = time.perf_counter() - tic
     refresh_at = set(refresh_steps(steps, args.graph_refreshes))
-    return Graph(targets, summary, seconds, refresh_at=refresh_at, teacher_logits=cached, student_embeddings=student_embeddings or None)
+    cached_embeddings = unl_embeddings if cached is not None and args.embedding_weight > 0 else None  # the final teacher's, as its logits
+    return Graph(
+        targets,
+        summary,
+        seconds,
+        refresh_at=refresh_at,
+        teacher_logits=cached,
+        teacher_embeddings=cached_embeddings,
+        student_embeddings=student_embeddings or None,
+    )
 
 
 def propagate_teacher_labels(
@@ -432,7 +444,7 @@ def fit_pseudo_heads(members: list[Member], data: Data, graph: Graph, args: Trai
     labels. The count goes to the report."""
     if not fits_pseudo_heads(args, len(members)) or graph.targets is None:
         return
-    rows, pseudo = most_certain_per_class(graph.targets, args.student_pseudo_head_share)
+    rows, pseudo = student_head_targets(graph, args)
     students = members[1:]
     with phase_bar(show, "student heads", len(data.head_lab) * len(students), "texts") as advance:
         for m, pool_embeddings in zip(students, graph.student_embeddings):  # from label propagation's pass over the pool
@@ -443,6 +455,15 @@ def fit_pseudo_heads(members: list[Member], data: Data, graph: Graph, args: Trai
             dist.broadcast_module(m.model.head, ctx)  # every rank trains on from rank 0's head
     graph.summary["student_pseudo_head_labels"] = len(rows)
     graph.student_embeddings = None  # only needed here
+
+
+def student_head_targets(graph: Graph, args: TrainArgs) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pool rows the students' heads are fitted on and their labels: each class's most
+    certain propagated labels, or (--student-head-targets teacher, when its logits are
+    cached already) the finished teacher's prediction for every text of the pool."""
+    if args.student_head_targets == "teacher" and graph.teacher_logits is not None:
+        return torch.arange(len(graph.teacher_logits)), graph.teacher_logits.argmax(-1)
+    return most_certain_per_class(graph.targets, args.student_pseudo_head_share)
 
 
 def fits_pseudo_heads(args: TrainArgs, members: int) -> bool:
@@ -476,6 +497,7 @@ def make_trainable(members: list[Member], args: TrainArgs, steps: int, ctx: dist
         args.confidence,
         args.graph_weight,
         args.student_graph_weight,
+        args.embedding_weight,
     )
     cohort.to(ctx.device).train()
     optimizer, scheduler = build_optimizer(cohort, args, steps)
@@ -527,11 +549,12 @@ def step_inputs(
     steps: int,
     ctx: dist.Context,
     teacher_logits: torch.Tensor | None = None,
+    teacher_embeddings: torch.Tensor | None = None,
 ) -> tuple[StepInputs, int]:
     """5. one step's batches: labeled rows, and (once the students train, or for the graph
     term during the teacher's warm-up) unlabeled rows with each student's view of them.
     With `teacher_logits` (offline distillation, after the warm-up) the teacher is done:
-    its cached logits of the unlabeled rows come instead of its own terms.
+    its cached logits of the unlabeled rows (and `teacher_embeddings`' rows) come instead of its own terms.
     Returns the inputs and the tokens they hold."""
     warmup = teacher_only_steps(args, steps)
     lab_rows = data.lab_stream[k]
@@ -556,7 +579,10 @@ def step_inputs(
     if graph.targets is not None:
         probs, weights = graph.targets.probs[rows].to(ctx.device), graph.targets.weights[rows].to(ctx.device)
     cached = teacher_logits[rows].to(ctx.device) if offline else None
-    inputs = StepInputs(labeled, labels, active, unlabeled.to(ctx.device), views, weight, teacher_view, probs, weights, cached)
+    cached_embeddings = teacher_embeddings[rows].to(ctx.device) if offline and teacher_embeddings is not None else None
+    inputs = StepInputs(
+        labeled, labels, active, unlabeled.to(ctx.device), views, weight, teacher_view, probs, weights, cached, cached_embeddings
+    )
     return inputs, labeled.num_tokens + unlabeled.num_tokens
 
 
@@ -586,9 +612,10 @@ def run_steps(
             offline = distils_offline(args, data) and step >= warmup
             if offline and run.teacher_logits is None:
                 with run.phases("cache"):
-                    run.teacher_logits = finish_teacher(members[0], data, args, ctx, step, step == warmup, graph.teacher_logits)
+                    run.teacher_logits, run.teacher_embeddings = finish_teacher(members[0], data, args, ctx, step, step == warmup, graph)
             k = step * ctx.world_size + ctx.rank
-            inputs, tokens = step_inputs(data, members, graph, args, step, k, steps, ctx, run.teacher_logits if offline else None)
+            cache = (run.teacher_logits, run.teacher_embeddings) if offline else (None, None)
+            inputs, tokens = step_inputs(data, members, graph, args, step, k, steps, ctx, *cache)
             with run.phases("steps"):
                 with autocast(ctx.device):
                     terms = model(inputs)
@@ -639,18 +666,24 @@ def run_steps(
 
 
 def finish_teacher(
-    teacher: Member, data: Data, args: TrainArgs, ctx: dist.Context, step: int, score: bool, cached: torch.Tensor | None = None
-) -> torch.Tensor:
+    teacher: Member, data: Data, args: TrainArgs, ctx: dist.Context, step: int, score: bool, graph: Graph
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """5. offline distillation: the teacher's training ends here. With `score` its final
     state is scored on dev (it keeps this state unless an earlier one did better beyond the
     dev noise); a resumed run past this point has that score in its saved state already.
     Its logits on the whole unlabeled pool, clean text in eval mode as the online targets
-    are, become the students' cached targets (`cached` when label propagation's pass made
-    them already); a resumed run rebuilds them the same way."""
+    are, become the students' cached targets, with its pooled embeddings of it under
+    --embedding-weight (taken from label propagation's pass when it made them already); a
+    resumed run rebuilds them the same way."""
     scored_here = teacher.best["accuracy"] >= 0 and teacher.best["step"] == step  # by the regular dev check just before
     if score and not scored_here:
         evaluate_members([teacher], data.dev, data.splits.dev_ids, data.num_classes, args.eval_tokens, ctx, step)
-    return cached if cached is not None else logits(teacher.model, data.unl, args.eval_tokens, ctx.device)
+    if graph.teacher_logits is not None and (graph.teacher_embeddings is not None or args.embedding_weight <= 0):
+        return graph.teacher_logits, graph.teacher_embeddings
+    if args.embedding_weight <= 0:
+        return logits(teacher.model, data.unl, args.eval_tokens, ctx.device), None
+    embeddings, out = embed_and_logits(teacher.model, data.unl, args.eval_tokens, ctx.device)
+    return out, embeddings
 
 
 def select_student(members: list[Member], data: Data, args: TrainArgs, ctx: dist.Context, show: bool = False) -> tuple[list[dict], dict]:

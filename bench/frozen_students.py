@@ -1,0 +1,118 @@
+"""What a 3-layer student is worth before it trains: tuning-dev accuracy of each layer choice.
+
+A default run copies the student's layers from the adapted teacher and fits its head on its
+labels plus every propagated label before its first step (docs/method.md). This script
+builds that starting point for several 3-layer choices of the same adapted teacher, from
+one pass over the pool (each student runs only the layers it does not share with the
+teacher's first ones), and scores each on the set's tuning split (bench/tuning.py's
+directories; test files are never read). Beside a tuning run of the defaults it tells how
+much the student's steps add to where its frozen layers start.
+
+    python bench/frozen_students.py --sets yahoo_answers --seeds 2
+
+Results go to bench/results/frozen_students.json (a rerun skips what is there; --redo
+replaces) and a table is printed: tuning-dev accuracy (%) of the teacher and of each
+student before its first step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("NANONET_NO_PROGRESS", "1")
+
+import torch  # noqa: E402
+from tuning import DATA, tuning_dir  # noqa: E402  (bench/tuning.py, beside this file)
+
+from nanonet.model.checkpoint import make_student  # noqa: E402
+from nanonet.model.encoder import NanoClassifier  # noqa: E402
+from nanonet.model.hf import load_pretrained  # noqa: E402
+from nanonet.runtimes.fsutil import atomic_write_text  # noqa: E402
+from nanonet.train import TrainArgs, trainer  # noqa: E402
+from nanonet.train import distributed as dist  # noqa: E402
+from nanonet.train.evaluate import embed, embed_with_branches  # noqa: E402
+from nanonet.train.heads import fit_head  # noqa: E402
+from nanonet.train.propagation import most_certain_per_class, propagate  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "results" / "frozen_students.json"
+LAYERS = ([0, 1, 5], [0, 2, 5], [0, 3, 5], [0, 4, 5], [1, 2, 5], [0, 1, 4], [0, 2, 4], [1, 3, 5], [0, 1, 2])
+
+
+def accuracy(model: NanoClassifier, embeddings: torch.Tensor, gold: torch.Tensor) -> float:
+    with torch.no_grad():
+        return round(100 * float((model.head(embeddings).argmax(-1) == gold).float().mean()), 2)
+
+
+def starting_points(name: str, seed: int, labels_per_class: int, threads: int) -> dict:
+    """The adapted teacher of a default run, and each student as it would start: its head
+    fitted on its labels plus every propagated label, scored on the tuning split."""
+    tic = time.perf_counter()
+    out = tempfile.mkdtemp(prefix="nanonet-frozen-")  # the adapted teacher is saved there, as in a run; removed below
+    args = TrainArgs(data=str(tuning_dir(name, DATA)), out=out, labels_per_class=labels_per_class, seed=seed, threads=threads)
+    args.validate()
+    args = dataclasses.replace(args, eval_tokens=4096)
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    ctx = dist.setup()
+    splits, _ = trainer.draw_splits(args)
+    src = load_pretrained(args.teacher)
+    trainer.cap_length(src, args.max_length)
+    data = trainer.tokenize_splits(args, splits, src)
+    members, _ = trainer.build_cohort(args, src, data.num_classes, ctx)
+    trainer.adapt(members[0].model, data, args, ctx)
+    teacher, classes, cpu = members[0].model, data.num_classes, torch.device("cpu")
+    students = [NanoClassifier(make_student(teacher.encoder, layers), classes, src.pooling) for layers in LAYERS]
+    pool, _, students_pool = embed_with_branches(teacher, students, data.unl, args.eval_tokens, cpu)
+    tune, _, students_tune = embed_with_branches(teacher, students, data.test, args.eval_tokens, cpu)
+    labeled = embed(teacher, data.teacher_lab, args.eval_tokens, cpu)
+    graph = propagate(labeled, data.teacher_lab_y, pool, classes, k=args.graph_k, alpha=args.graph_alpha)
+    rows, pseudo = most_certain_per_class(graph, 1.0)
+    gold = torch.tensor(splits.test_ids)
+    fit_head(teacher, torch.cat([labeled, pool[rows]]), torch.cat([data.teacher_lab_y, pseudo]), classes)
+    result = {"set": name, "seed": seed, "teacher": accuracy(teacher, tune, gold), "students": {}}
+    for layers, student, student_pool, student_tune in zip(LAYERS, students, students_pool, students_tune):
+        own_labels = embed(student, data.head_lab, args.eval_tokens, cpu)
+        fit_head(student, torch.cat([own_labels, student_pool[rows]]), torch.cat([data.head_lab_y, pseudo]), classes)
+        result["students"][",".join(map(str, layers))] = accuracy(student, student_tune, gold)
+    shutil.rmtree(out, ignore_errors=True)
+    result["seconds"] = round(time.perf_counter() - tic, 1)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sets", default="ag_news,hwu64,yahoo_answers")
+    ap.add_argument("--seeds", default="1")
+    ap.add_argument("--labels-per-class", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--redo", action="store_true")
+    args = ap.parse_args()
+    runs = json.loads(OUT.read_text())["runs"] if OUT.is_file() else []
+    for name in args.sets.split(","):
+        for seed in map(int, args.seeds.split(",")):
+            if not args.redo and any((r["set"], r["seed"]) == (name, seed) for r in runs):
+                continue
+            run = starting_points(name, seed, args.labels_per_class, args.threads)
+            runs = [r for r in runs if (r["set"], r["seed"]) != (name, seed)] + [run]
+            atomic_write_text(OUT, json.dumps({"benchmark": "frozen_students", "runs": runs}, indent=2) + "\n")
+            print(f"{name} seed {seed}: teacher {run['teacher']}, students {run['students']} ({run['seconds']:.0f}s)", flush=True)
+    print(markdown(runs))
+
+
+def markdown(runs: list[dict]) -> str:
+    names = [",".join(map(str, layers)) for layers in LAYERS]
+    lines = ["| set | seed | teacher | " + " | ".join(names) + " |", "|---" * (3 + len(names)) + "|"]
+    for r in sorted(runs, key=lambda r: (r["set"], r["seed"])):
+        lines.append(f"| {r['set']} | {r['seed']} | {r['teacher']} | " + " | ".join(str(r["students"].get(n, "-")) for n in names) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -37,9 +37,8 @@ from nanonet.model.hf import load_pretrained  # noqa: E402
 from nanonet.runtimes.fsutil import atomic_write_text  # noqa: E402
 from nanonet.train import TrainArgs, trainer  # noqa: E402
 from nanonet.train import distributed as dist  # noqa: E402
-from nanonet.train.evaluate import embed, embed_with_branches  # noqa: E402
-from nanonet.train.heads import fit_head  # noqa: E402
-from nanonet.train.propagation import most_certain_per_class, propagate  # noqa: E402
+from nanonet.train.evaluate import embed_with_branches  # noqa: E402
+from nanonet.train.selection import Member  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "frozen_students.json"
 LAYERS = ([0, 1, 5], [0, 2, 5], [0, 3, 5], [0, 4, 5], [1, 2, 5], [0, 1, 4], [0, 2, 4], [1, 3, 5], [0, 1, 2])
@@ -67,19 +66,21 @@ def starting_points(name: str, seed: int, labels_per_class: int, threads: int) -
     data = trainer.tokenize_splits(args, splits, src)
     members, _ = trainer.build_cohort(args, src, data.num_classes, ctx)
     trainer.adapt(members[0].model, data, args, ctx)
-    teacher, classes, cpu = members[0].model, data.num_classes, torch.device("cpu")
-    students = [NanoClassifier(make_student(teacher.encoder, layers), classes, src.pooling) for layers in LAYERS]
-    pool, _, students_pool = embed_with_branches(teacher, students, data.unl, args.eval_tokens, cpu)
-    tune, _, students_tune = embed_with_branches(teacher, students, data.test, args.eval_tokens, cpu)
-    labeled = embed(teacher, data.teacher_lab, args.eval_tokens, cpu)
-    graph = propagate(labeled, data.teacher_lab_y, pool, classes, k=args.graph_k, alpha=args.graph_alpha)
-    rows, pseudo = most_certain_per_class(graph, 1.0)
+    teacher, cpu = members[0].model, torch.device("cpu")
+    students = [
+        Member(f"student {i}", NanoClassifier(make_student(teacher.encoder, layers), data.num_classes, src.pooling), layers, None)
+        for i, layers in enumerate(LAYERS)
+    ]
+    models = [m.model for m in students]
+    # as a run: propagation over the teacher's pass (which gives the students' embeddings), the teacher's head refitted, the students' heads fitted
+    pool, _, students_pool = embed_with_branches(teacher, models, data.unl, args.eval_tokens, cpu)
+    targets, labeled, pool = trainer.propagate_teacher_labels(teacher, data, args, ctx, pool)
+    trainer.refit_teacher_head(teacher, targets, labeled, data.teacher_lab_y, pool, args, ctx)
+    trainer.fit_pseudo_heads([members[0], *students], data, trainer.Graph(targets, {}, student_embeddings=students_pool), args, ctx)
+    tune, _, students_tune = embed_with_branches(teacher, models, data.test, args.eval_tokens, cpu)
     gold = torch.tensor(splits.test_ids)
-    fit_head(teacher, torch.cat([labeled, pool[rows]]), torch.cat([data.teacher_lab_y, pseudo]), classes)
     result = {"set": name, "seed": seed, "teacher": accuracy(teacher, tune, gold), "students": {}}
-    for layers, student, student_pool, student_tune in zip(LAYERS, students, students_pool, students_tune):
-        own_labels = embed(student, data.head_lab, args.eval_tokens, cpu)
-        fit_head(student, torch.cat([own_labels, student_pool[rows]]), torch.cat([data.head_lab_y, pseudo]), classes)
+    for layers, student, student_tune in zip(LAYERS, models, students_tune):
         result["students"][",".join(map(str, layers))] = accuracy(student, student_tune, gold)
     shutil.rmtree(out, ignore_errors=True)
     result["seconds"] = round(time.perf_counter() - tic, 1)

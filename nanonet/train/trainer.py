@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -40,7 +41,7 @@ from nanonet.train import distributed as dist
 from nanonet.train.args import TrainArgs
 from nanonet.train.cohort import Cohort, StepInputs
 from nanonet.train.contrastive import adapt_teacher
-from nanonet.train.evaluate import autocast, embed, embed_and_logits, embed_with_branches, eval_tokens_for, evaluate, logits
+from nanonet.train.evaluate import autocast, embed, embed_and_logits, embed_with_branches, eval_tokens_for, evaluate
 from nanonet.train.heads import fit_head, fit_member_head
 from nanonet.train.losses import ramp
 from nanonet.train.optim import build_optimizer
@@ -131,6 +132,14 @@ class Data:
         return len(self.splits.labels)
 
 
+class TeacherCache(NamedTuple):
+    """Offline distillation: the finished teacher's logits on the unlabeled pool, and (with
+    --embedding-weight) its pooled embeddings of it, from one pass."""
+
+    logits: torch.Tensor
+    embeddings: torch.Tensor | None = None
+
+
 @dataclass
 class Graph:
     """Label propagation's targets for the unlabeled pool, and what the report says of them."""
@@ -140,8 +149,7 @@ class Graph:
     seconds: float = 0.0
     refreshes: list[dict] = field(default_factory=list)
     refresh_at: set[int] = field(default_factory=set)
-    teacher_logits: torch.Tensor | None = None  # from the same pass, when the teacher is already final (offline, no warm-up)
-    teacher_embeddings: torch.Tensor | None = None  # its (U, H) pooled embeddings from that pass, with --embedding-weight
+    teacher_cache: TeacherCache | None = None  # from the same pass, when the teacher is already final (offline, no warm-up)
     student_embeddings: list[torch.Tensor] | None = None  # each student's (U, H) embeddings of the pool, from the same pass
 
 
@@ -154,8 +162,7 @@ class Run:
     tokens_seen: int = 0
     seconds: float = 0.0
     phases: Phases = field(default_factory=Phases)  # "steps", "dev" and "cache" seconds of this process
-    teacher_logits: torch.Tensor | None = None  # offline distillation: the finished teacher's logits on the unlabeled pool
-    teacher_embeddings: torch.Tensor | None = None  # and its pooled embeddings of it, with --embedding-weight
+    teacher_cache: TeacherCache | None = None  # offline distillation: what the finished teacher gives the students
 
 
 def draw_splits(args: TrainArgs) -> tuple[Splits, list[str]]:
@@ -384,16 +391,8 @@ def propagate_labels(members: list[Member], data: Data, args: TrainArgs, ctx: di
                 cached = teacher.head(unl_embeddings.to(ctx.device)).float().cpu()
     seconds = time.perf_counter() - tic
     refresh_at = set(refresh_steps(steps, args.graph_refreshes))
-    cached_embeddings = unl_embeddings if cached is not None and args.embedding_weight > 0 else None  # the final teacher's, as its logits
-    return Graph(
-        targets,
-        summary,
-        seconds,
-        refresh_at=refresh_at,
-        teacher_logits=cached,
-        teacher_embeddings=cached_embeddings,
-        student_embeddings=student_embeddings or None,
-    )
+    cache = None if cached is None else teacher_cache(cached, unl_embeddings, args)
+    return Graph(targets, summary, seconds, refresh_at=refresh_at, teacher_cache=cache, student_embeddings=student_embeddings or None)
 
 
 def propagate_teacher_labels(
@@ -461,8 +460,8 @@ def student_head_targets(graph: Graph, args: TrainArgs) -> tuple[torch.Tensor, t
     """The pool rows the students' heads are fitted on and their labels: each class's most
     certain propagated labels, or (--student-head-targets teacher, when its logits are
     cached already) the finished teacher's prediction for every text of the pool."""
-    if args.student_head_targets == "teacher" and graph.teacher_logits is not None:
-        return torch.arange(len(graph.teacher_logits)), graph.teacher_logits.argmax(-1)
+    if args.student_head_targets == "teacher" and graph.teacher_cache is not None:
+        return torch.arange(len(graph.teacher_cache.logits)), graph.teacher_cache.logits.argmax(-1)
     return most_certain_per_class(graph.targets, args.student_pseudo_head_share)
 
 
@@ -548,13 +547,12 @@ def step_inputs(
     k: int,
     steps: int,
     ctx: dist.Context,
-    teacher_logits: torch.Tensor | None = None,
-    teacher_embeddings: torch.Tensor | None = None,
+    cache: TeacherCache | None = None,
 ) -> tuple[StepInputs, int]:
     """5. one step's batches: labeled rows, and (once the students train, or for the graph
     term during the teacher's warm-up) unlabeled rows with each student's view of them.
-    With `teacher_logits` (offline distillation, after the warm-up) the teacher is done:
-    its cached logits of the unlabeled rows (and `teacher_embeddings`' rows) come instead of its own terms.
+    With `cache` (offline distillation, after the warm-up) the teacher is done: its cached
+    logits (and embeddings) of the unlabeled rows come instead of its own terms.
     Returns the inputs and the tokens they hold."""
     warmup = teacher_only_steps(args, steps)
     lab_rows = data.lab_stream[k]
@@ -571,17 +569,18 @@ def step_inputs(
         view = cutoff(unlabeled, args.cutoff_rate, g) if m.view == "cutoff" else unlabeled
         views.append((view.to(ctx.device), args.noise_std if m.view == "noise" else 0.0))
     weight = args.mutual_weight * ramp(step - warmup, max(1, steps - warmup), args.mutual_rampup) if active else 0.0
-    offline = teacher_logits is not None and active
+    offline = cache is not None and active
     needs_view = (args.self_train_weight > 0 or graph.targets is not None) and not offline
     teacher_view = cutoff(unlabeled, args.cutoff_rate, g).to(ctx.device) if needs_view else None
     rows = torch.as_tensor(unl_rows, dtype=torch.long)
     probs = weights = None
     if graph.targets is not None:
         probs, weights = graph.targets.probs[rows].to(ctx.device), graph.targets.weights[rows].to(ctx.device)
-    cached = teacher_logits[rows].to(ctx.device) if offline else None
-    cached_embeddings = teacher_embeddings[rows].to(ctx.device) if offline and teacher_embeddings is not None else None
+    cached = TeacherCache(None)
+    if offline:  # this batch's rows of the cache
+        cached = TeacherCache(*(None if t is None else t[rows].to(ctx.device) for t in cache))
     inputs = StepInputs(
-        labeled, labels, active, unlabeled.to(ctx.device), views, weight, teacher_view, probs, weights, cached, cached_embeddings
+        labeled, labels, active, unlabeled.to(ctx.device), views, weight, teacher_view, probs, weights, cached.logits, cached.embeddings
     )
     return inputs, labeled.num_tokens + unlabeled.num_tokens
 
@@ -610,12 +609,11 @@ def run_steps(
             if graph.targets is not None and step in graph.refresh_at:
                 refresh_graph(graph, members[0].model, data, args, ctx, step)
             offline = distils_offline(args, data) and step >= warmup
-            if offline and run.teacher_logits is None:
+            if offline and run.teacher_cache is None:
                 with run.phases("cache"):
-                    run.teacher_logits, run.teacher_embeddings = finish_teacher(members[0], data, args, ctx, step, step == warmup, graph)
+                    run.teacher_cache = finish_teacher(members[0], data, args, ctx, step, step == warmup, graph.teacher_cache)
             k = step * ctx.world_size + ctx.rank
-            cache = (run.teacher_logits, run.teacher_embeddings) if offline else (None, None)
-            inputs, tokens = step_inputs(data, members, graph, args, step, k, steps, ctx, *cache)
+            inputs, tokens = step_inputs(data, members, graph, args, step, k, steps, ctx, run.teacher_cache if offline else None)
             with run.phases("steps"):
                 with autocast(ctx.device):
                     terms = model(inputs)
@@ -631,7 +629,7 @@ def run_steps(
                 record = {"step": done, "loss": round(loss, 5)}
                 record.update({k: round(float(v.detach()), 5) for k, v in terms.items() if k != "total"})
                 with run.phases("dev"):
-                    training = members[1:] if run.teacher_logits is not None else members  # a finished teacher stays as it was
+                    training = members[1:] if run.teacher_cache is not None else members  # a finished teacher stays as it was
                     record["dev"] = evaluate_members(training, data.dev, data.splits.dev_ids, data.num_classes, args.eval_tokens, ctx, done)
                 record["rss_mb"] = rss_mb()
                 run.history.append(record)
@@ -666,24 +664,27 @@ def run_steps(
 
 
 def finish_teacher(
-    teacher: Member, data: Data, args: TrainArgs, ctx: dist.Context, step: int, score: bool, graph: Graph
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    teacher: Member, data: Data, args: TrainArgs, ctx: dist.Context, step: int, score: bool, cached: TeacherCache | None = None
+) -> TeacherCache:
     """5. offline distillation: the teacher's training ends here. With `score` its final
     state is scored on dev (it keeps this state unless an earlier one did better beyond the
     dev noise); a resumed run past this point has that score in its saved state already.
     Its logits on the whole unlabeled pool, clean text in eval mode as the online targets
     are, become the students' cached targets, with its pooled embeddings of it under
-    --embedding-weight (taken from label propagation's pass when it made them already); a
+    --embedding-weight (`cached` when label propagation's pass made them already); a
     resumed run rebuilds them the same way."""
     scored_here = teacher.best["accuracy"] >= 0 and teacher.best["step"] == step  # by the regular dev check just before
     if score and not scored_here:
         evaluate_members([teacher], data.dev, data.splits.dev_ids, data.num_classes, args.eval_tokens, ctx, step)
-    if graph.teacher_logits is not None and (graph.teacher_embeddings is not None or args.embedding_weight <= 0):
-        return graph.teacher_logits, graph.teacher_embeddings
-    if args.embedding_weight <= 0:
-        return logits(teacher.model, data.unl, args.eval_tokens, ctx.device), None
-    embeddings, out = embed_and_logits(teacher.model, data.unl, args.eval_tokens, ctx.device)
-    return out, embeddings
+    if cached is not None:
+        return cached
+    embeddings, out = embed_and_logits(teacher.model, data.unl, args.eval_tokens, ctx.device)  # one pass gives both
+    return teacher_cache(out, embeddings, args)
+
+
+def teacher_cache(logits: torch.Tensor, embeddings: torch.Tensor, args: TrainArgs) -> TeacherCache:
+    """The students' cached targets: the embeddings are kept only when a loss reads them."""
+    return TeacherCache(logits, embeddings if args.embedding_weight > 0 else None)
 
 
 def select_student(members: list[Member], data: Data, args: TrainArgs, ctx: dist.Context, show: bool = False) -> tuple[list[dict], dict]:

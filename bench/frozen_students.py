@@ -75,7 +75,7 @@ def starting_points(name: str, seed: int, labels_per_class: int, threads: int) -
     # as a run: propagation over the teacher's pass (which gives the students' embeddings), the teacher's head refitted, the students' heads fitted
     pool, _, students_pool = embed_with_branches(teacher, models, data.unl, args.eval_tokens, cpu)
     targets, labeled, pool = trainer.propagate_teacher_labels(teacher, data, args, ctx, pool)
-    trainer.refit_teacher_head(teacher, targets, labeled, data.teacher_lab_y, pool, args, ctx)
+    trainer.refit_teacher_head(teacher, targets, labeled, data.teacher_lab_y, pool, data.check_rows, args, ctx)
     trainer.fit_pseudo_heads([members[0], *students], data, trainer.Graph(targets, {}, student_embeddings=students_pool), args, ctx)
     tune, _, students_tune = embed_with_branches(teacher, models, data.test, args.eval_tokens, cpu)
     gold = torch.tensor(splits.test_ids)

@@ -199,6 +199,9 @@ VARIANTS["defaults, one step at learning rate 1e-8 (the students as they start)"
 VARIANTS["defaults, learning rates warmed up over 30% of the steps (not 6%)"] = {"warmup": 0.3}
 VARIANTS["defaults, the students distil no propagated labels (only the teacher and their labels)"] = {"student_graph_weight": 0.0}
 VARIANTS["defaults, the students distil nothing from the teacher (their labels and the propagated ones)"] = {"kd_weight": 0.0}
+VARIANTS["defaults, a tenth of the pool (at most 1,000 texts) held out to keep each student as it starts or as trained"] = {
+    "check_texts": 1000
+}
 RENAMED = {  # names the first runs were recorded under
     "no-contrastive": "v1",
     "default": "v1 +contrastive +heads",
@@ -289,6 +292,7 @@ def summarise_run(name: str, variant: str, seed: int, report: dict) -> dict:
         "peak_rss_mb": report["training"].get("peak_rss_mb"),
         "rss_mb_at_evaluations": [h.get("rss_mb") for h in report["history"]],
         "labeled_seen": report["data"]["labeled_seen"],
+        "start_check": report.get("start_check"),
         "settings": settings,
     }
 

@@ -117,6 +117,11 @@ def train(
         "--student-head-targets",
         help="What the students' heads are fitted on beside their labels: graph (propagated labels) or teacher (its predictions).",
     ),
+    check_texts: int = typer.Option(
+        0,
+        "--check-texts",
+        help="Unlabeled texts held out to choose each student's state (as it starts or trained) by agreement with the teacher (0: trained).",
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last saved state."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over in a non-empty --out, replacing a previous run's outputs."),
     attention: str = typer.Option("auto", "--attention", help="auto | flash | torch_varlen | sdpa | reference"),
@@ -181,6 +186,7 @@ def train(
         pseudo_head_share=pseudo_head_share,
         student_pseudo_head_share=student_pseudo_head_share,
         student_head_targets=student_head_targets,
+        check_texts=check_texts,
         resume=resume,
         overwrite=overwrite,
         attention=attention,
@@ -231,6 +237,12 @@ def _print_train_report(report: dict, out: str) -> None:
         f"{d['labeled']} labeled, {d['unlabeled']} unlabeled, dev {d['dev']} ({d['dev_source']}), test {d['test']}; "
         f"{d['labeled_seen']} labeled examples seen (training + selection)"
     )
+    check = report.get("start_check")
+    for r in check["students"] if check else []:
+        stdout.print(
+            f"{r['name']}: kept as {'it started (no step)' if r['kept'] == 'start' else 'trained'}; agreement with the teacher on "
+            f"{check['texts']} held-out texts {pct(r['agreement_start'])} as it started, {pct(r['agreement_trained'])} trained"
+        )
     stdout.print(f"student: {out}/student  teacher: {out}/teacher  report: {out}/report.json")
 
 

@@ -119,16 +119,21 @@ def padding_share(lengths: np.ndarray, batches: list[np.ndarray]) -> float:
 
 class BatchStream:
     """An endless, seed-determined sequence of budget batches: epoch e is shuffled with
-    rng(seed, salt, e), so batch k is the same whether a run started at 0 or resumed."""
+    rng(seed, salt, e), so batch k is the same whether a run started at 0 or resumed.
 
-    def __init__(self, lengths: np.ndarray, max_tokens: int, seed: int, salt: int):
+    With `rows` the stream draws only those rows of a larger set (`lengths` are theirs, in
+    that order) and its batches name them by their index in the larger set."""
+
+    def __init__(self, lengths: np.ndarray, max_tokens: int, seed: int, salt: int, rows: np.ndarray | None = None):
         self.lengths, self.max_tokens, self.seed, self.salt = lengths, max_tokens, seed, salt
+        self.rows = rows
         self._epochs: list[list[np.ndarray]] = []
 
     def epoch(self, e: int) -> list[np.ndarray]:
         while len(self._epochs) <= e:
             rng = np.random.default_rng([self.seed, self.salt, len(self._epochs)])
-            self._epochs.append(budget_batches(self.lengths, self.max_tokens, rng))
+            batches = budget_batches(self.lengths, self.max_tokens, rng)
+            self._epochs.append(batches if self.rows is None else [self.rows[b] for b in batches])
         return self._epochs[e]
 
     def __getitem__(self, k: int) -> np.ndarray:

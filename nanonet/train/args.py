@@ -138,6 +138,8 @@ class TrainArgs:
     """After label propagation, each student's head is fitted on its own embeddings of its labels plus this share of each class's most certain propagated labels (0: on the labels alone). No effect without propagation or with random heads."""
     student_head_targets: str = "graph"
     """What the students' heads are fitted on beside their labels (with --student-pseudo-head-share): 'graph', each class's most certain propagated labels; 'teacher', the finished teacher's predictions on the whole pool (offline distillation without a warm-up, where they are cached before the students start; else as 'graph')."""
+    check_texts: int = 0
+    """Unlabeled texts (at most a tenth of the pool, drawn by seed) held out of the steps and the heads' fits, on which each student's state as it starts (its head fitted, no step) and its trained state are compared by agreement with the teacher: the one agreeing more ships. 0 (the default: on dev the agreement did not tell the better state, docs/tuning.md) holds none out and ships the trained state."""
     confidence: float = 0.9
     """Probability a teacher prediction needs to become a pseudo-label for self-training."""
     mutual_weight: float = 1.0
@@ -187,6 +189,8 @@ class TrainArgs:
             raise bad("max_unlabeled", "must be >= 1")
         if self.dev_per_class is not None and self.dev_per_class < 1:
             raise bad("dev_per_class", "must be >= 1")
+        if self.check_texts < 0:
+            raise bad("check_texts", "must be >= 0")
         if self.students < 1:
             raise bad("students", "must be >= 1")
         if self.trainable not in TRAINABLE:

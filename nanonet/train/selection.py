@@ -1,7 +1,8 @@
 """Which state each member keeps, and which student ships.
 
-With tens of dev examples one example is several points of accuracy, so both choices
-treat differences smaller than the dev set can resolve as ties."""
+With tens of dev examples one example is several points of accuracy, so these choices
+treat differences smaller than the dev set can resolve as ties, or (check_start) use no
+labels at all."""
 
 from __future__ import annotations
 
@@ -95,3 +96,58 @@ def choose_student(
         "tied_on_dev": tied,
         "teacher_agreement": {str(k): round(v, 4) for k, v in agreement.items()} if agreement else None,
     }
+
+
+def check_start(
+    students: list[Member],
+    starts: list[dict[str, torch.Tensor]],
+    check: Tokenized,
+    teacher_pred: np.ndarray,
+    dev: Tokenized,
+    gold: list[int],
+    num_classes: int,
+    max_tokens: int,
+    ctx: dist.Context,
+) -> list[dict]:
+    """Each student keeps whichever of its two states agrees more with the teacher's
+    predictions `teacher_pred` on the `check` texts: as it started (`starts`: its head
+    fitted, no step taken) or as trained (the state its dev checks kept). No head was
+    fitted on the check texts and no step drew them, so neither state has seen them; a
+    tie keeps the trained state. A student that goes back to its start gets that state's
+    dev figures. Returns one record per student for the report.
+
+    On a set of few classes a head fitted on thousands of propagated labels can be as good
+    as the student gets, and the steps may cost it a little; on many classes the steps add
+    points (docs/tuning.md). With 40 dev labels the run cannot tell which, but agreement on
+    up to a thousand unlabeled texts can."""
+    records = None
+    if ctx.rank == 0:
+        records = []
+        for m, start in zip(students, starts):
+            final = trainable_state(m.model)
+            agreement = {}
+            for name, state in (("start", start), ("trained", m.best_state if m.best_state is not None else final)):
+                m.model.load_state_dict(state, strict=False)
+                agreement[name] = float((predict(m.model, check, max_tokens, ctx.device) == teacher_pred).mean())
+            m.model.load_state_dict(final, strict=False)
+            kept = "start" if agreement["start"] > agreement["trained"] else "trained"
+            records.append(
+                {
+                    "name": m.name,
+                    "agreement_start": round(agreement["start"], 4),
+                    "agreement_trained": round(agreement["trained"], 4),
+                    "kept": kept,
+                }
+            )
+    records = dist.broadcast_object(records, ctx)
+    for m, start, record in zip(students, starts, records):
+        if record["kept"] == "start":
+            m.model.load_state_dict(start, strict=False)
+            scores = None
+            if len(gold) and ctx.rank == 0:
+                scores = evaluate(m.model, dev, gold, num_classes, max_tokens, ctx.device)
+            scores = dist.broadcast_object(scores, ctx)
+            if scores is not None:
+                m.best = {"accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"], "step": 0, "peak": m.best["peak"]}
+            m.best_state = start
+    return records

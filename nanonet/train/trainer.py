@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from nanonet import __version__
@@ -41,7 +42,7 @@ from nanonet.train import distributed as dist
 from nanonet.train.args import TrainArgs
 from nanonet.train.cohort import Cohort, StepInputs
 from nanonet.train.contrastive import adapt_teacher
-from nanonet.train.evaluate import autocast, embed, embed_and_logits, embed_with_branches, eval_tokens_for, evaluate
+from nanonet.train.evaluate import autocast, embed, embed_and_logits, embed_with_branches, eval_tokens_for, evaluate, predict
 from nanonet.train.heads import fit_head, fit_member_head
 from nanonet.train.losses import ramp
 from nanonet.train.optim import build_optimizer
@@ -49,11 +50,11 @@ from nanonet.train.peft import set_trainable
 from nanonet.train.profile import Phases, peak_rss_mb, reset_peak_rss, rss_mb
 from nanonet.train.progress import Advance, phase_bar, progress_bar, warn
 from nanonet.train.propagation import GraphTargets, changed_share, most_certain_per_class, propagate_from, refresh_steps
-from nanonet.train.selection import Member, choose_student, evaluate_members
-from nanonet.train.state import load_state, save_state
+from nanonet.train.selection import Member, check_start, choose_student, evaluate_members
+from nanonet.train.state import load_state, save_state, trainable_state
 from nanonet.train.views import cutoff, packed_rows
 
-LAB_SALT, UNL_SALT = 1, 2  # the labeled and unlabeled batch streams draw from different seeds
+LAB_SALT, UNL_SALT, CHECK_SALT = 1, 2, 3  # the labeled and unlabeled batch streams and the check texts draw from different seeds
 
 
 def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None] | None = None) -> dict:
@@ -93,8 +94,10 @@ def train(args: TrainArgs, progress: bool = True, on_step: Callable[[int], None]
     with phases("heads"):
         fit_pseudo_heads(members, data, graph, args, ctx, show)
     cohort, optimizer, scheduler = make_trainable(members, args, steps, ctx)
+    starts = [trainable_state(m.model) for m in members[1:]] if len(data.check_rows) else None  # before a resume loads later ones
     run = start_or_resume(Path(args.out), args, cohort, optimizer, scheduler, members, graph, ctx, phases)
     run_steps(run, data, members, cohort, optimizer, scheduler, graph, args, steps, ctx, show, on_step)
+    run.start_check = keep_start_or_trained(run, members, starts, data, args, ctx)
     with phases("test"):
         results, selection = select_student(members, data, args, ctx, show)
     report = build_report(args, data, train_texts, graph, run, results, selection, steps, backend, cohort, ctx)
@@ -123,7 +126,8 @@ class Data:
     head_lab: Tokenized  # the labels the students' heads start fitted on: `lab`, plus dev's with --student-head-dev-labels
     head_lab_y: torch.Tensor
     lab_stream: BatchStream
-    unl_stream: BatchStream
+    unl_stream: BatchStream  # over the pool less `check_rows`
+    check_rows: np.ndarray  # pool rows held out of the steps and the heads' fits (check_start), ascending
     uses_unlabeled: bool  # False for supervised-only runs, which never touch unlabeled text
     max_length: int  # every text was cut to this many tokens
 
@@ -163,6 +167,7 @@ class Run:
     seconds: float = 0.0
     phases: Phases = field(default_factory=Phases)  # "steps", "dev" and "cache" seconds of this process
     teacher_cache: TeacherCache | None = None  # offline distillation: what the finished teacher gives the students
+    start_check: dict | None = None  # check_start's records, for the report
 
 
 def draw_splits(args: TrainArgs) -> tuple[Splits, list[str]]:
@@ -221,6 +226,8 @@ def tokenize_splits(args: TrainArgs, splits: Splits, teacher_src: Pretrained) ->
     if args.student_dev_labels:
         head_lab, head_lab_y = with_dev
         lab, lab_y = with_dev
+    check = check_rows(len(unl), args) if uses_unlabeled else np.empty(0, dtype=np.int64)
+    drawn = np.setdiff1d(np.arange(len(unl)), check)
     return Data(
         splits=splits,
         lab=lab,
@@ -233,10 +240,18 @@ def tokenize_splits(args: TrainArgs, splits: Splits, teacher_src: Pretrained) ->
         head_lab=head_lab,
         head_lab_y=head_lab_y,
         lab_stream=BatchStream(lab.lengths, args.labeled_tokens, args.seed, LAB_SALT),
-        unl_stream=BatchStream(unl.lengths, args.unlabeled_tokens, args.seed, UNL_SALT),
+        unl_stream=BatchStream(unl.lengths[drawn], args.unlabeled_tokens, args.seed, UNL_SALT, rows=drawn),
+        check_rows=check,
         uses_unlabeled=uses_unlabeled,
         max_length=max_length,
     )
+
+
+def check_rows(pool: int, args: TrainArgs) -> np.ndarray:
+    """--check-texts: the pool rows held out to compare each student's two states, drawn by
+    seed, at most a tenth of the pool so that the steps and heads keep nine tenths of it."""
+    n = min(args.check_texts, pool // 10)
+    return np.sort(np.random.default_rng([args.seed, CHECK_SALT]).permutation(pool)[:n])
 
 
 def labels_with_dev(lab: Tokenized, dev: Tokenized, splits: Splits) -> tuple[Tokenized, torch.Tensor]:
@@ -385,7 +400,9 @@ def propagate_labels(members: list[Member], data: Data, args: TrainArgs, ctx: di
         targets, lab_embeddings, unl_embeddings = propagate_teacher_labels(teacher, data, args, ctx, unl_embeddings, advance)
     summary = targets.summary()
     if args.pseudo_head_share > 0 and args.fit_heads:
-        summary["pseudo_head_labels"] = refit_teacher_head(teacher, targets, lab_embeddings, data.teacher_lab_y, unl_embeddings, args, ctx)
+        summary["pseudo_head_labels"] = refit_teacher_head(
+            teacher, targets, lab_embeddings, data.teacher_lab_y, unl_embeddings, data.check_rows, args, ctx
+        )
         if cached is not None:
             with torch.no_grad(), autocast(ctx.device):  # as embed_with_branches ran the head
                 cached = teacher.head(unl_embeddings.to(ctx.device)).float().cpu()
@@ -425,12 +442,14 @@ def refit_teacher_head(
     lab_embeddings: torch.Tensor,
     lab_y: torch.Tensor,
     unl_embeddings: torch.Tensor,
+    held_out: np.ndarray,
     args: TrainArgs,
     ctx: dist.Context,
 ) -> int:
     """3. (--pseudo-head-share) the teacher's head refitted on the labels plus each class's
-    most certain propagated labels; returns how many pseudo-labels it took."""
-    rows, pseudo = most_certain_per_class(targets, args.pseudo_head_share)
+    most certain propagated labels, none of the `held_out` rows; returns how many
+    pseudo-labels it took."""
+    rows, pseudo = outside(*most_certain_per_class(targets, args.pseudo_head_share), held_out)
     fit_head(teacher, torch.cat([lab_embeddings, unl_embeddings[rows]]), torch.cat([lab_y, pseudo]), targets.probs.shape[1])
     dist.broadcast_module(teacher.head, ctx)  # every rank distils from rank 0's head
     return len(rows)
@@ -443,7 +462,7 @@ def fit_pseudo_heads(members: list[Member], data: Data, graph: Graph, args: Trai
     labels. The count goes to the report."""
     if not fits_pseudo_heads(args, len(members)) or graph.targets is None:
         return
-    rows, pseudo = student_head_targets(graph, args)
+    rows, pseudo = outside(*student_head_targets(graph, args), data.check_rows)
     students = members[1:]
     with phase_bar(show, "student heads", len(data.head_lab) * len(students), "texts") as advance:
         for m, pool_embeddings in zip(students, graph.student_embeddings):  # from label propagation's pass over the pool
@@ -463,6 +482,13 @@ def student_head_targets(graph: Graph, args: TrainArgs) -> tuple[torch.Tensor, t
     if args.student_head_targets == "teacher" and graph.teacher_cache is not None:
         return torch.arange(len(graph.teacher_cache.logits)), graph.teacher_cache.logits.argmax(-1)
     return most_certain_per_class(graph.targets, args.student_pseudo_head_share)
+
+
+def outside(rows: torch.Tensor, labels: torch.Tensor, held_out: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pool `rows` (and their `labels`) that are not `held_out` (the check texts, which
+    no head may fit for the comparison in check_start to be fair)."""
+    keep = ~torch.isin(rows, torch.as_tensor(held_out, dtype=rows.dtype))
+    return rows[keep], labels[keep]
 
 
 def fits_pseudo_heads(args: TrainArgs, members: int) -> bool:
@@ -663,6 +689,32 @@ def run_steps(
     run.seconds = seconds_before + time.perf_counter() - tic
 
 
+def keep_start_or_trained(
+    run: Run, members: list[Member], starts: list[dict] | None, data: Data, args: TrainArgs, ctx: dist.Context
+) -> dict | None:
+    """6. (--check-texts) each student keeps its state as it started or as trained,
+    whichever agrees more with the teacher on the held-out check texts (selection.check_start);
+    the teacher's predictions come from its cached logits, or from its kept state online.
+    The seconds count as training time."""
+    if starts is None:
+        return None
+    tic = time.perf_counter()
+    with run.phases("check"):
+        check = data.unl.select(data.check_rows)
+        if run.teacher_cache is not None:
+            teacher_pred = run.teacher_cache.logits[torch.as_tensor(data.check_rows)].argmax(-1).numpy()
+        else:
+            teacher = members[0]
+            if teacher.best_state is not None:
+                teacher.model.load_state_dict(teacher.best_state, strict=False)
+            teacher_pred = predict(teacher.model, check, args.eval_tokens, ctx.device)
+        records = check_start(
+            members[1:], starts, check, teacher_pred, data.dev, data.splits.dev_ids, data.num_classes, args.eval_tokens, ctx
+        )
+    run.seconds += time.perf_counter() - tic
+    return {"texts": len(data.check_rows), "students": records}
+
+
 def finish_teacher(
     teacher: Member, data: Data, args: TrainArgs, ctx: dist.Context, step: int, score: bool, cached: TeacherCache | None = None
 ) -> TeacherCache:
@@ -749,6 +801,7 @@ def build_report(
             "max_length": data.max_length,
             "propagation": propagation,
         },
+        "start_check": run.start_check,
         "teacher": results[0],
         "students": results[1:],
         "chosen_student": selection["chosen"],

@@ -41,6 +41,7 @@ os.environ.setdefault("NANONET_NO_PROGRESS", "1")
 from _paths import portable  # noqa: E402  (bench/_paths.py, beside this file)
 
 from nanonet.data.splits import Splits, label_scarce, load_tables  # noqa: E402
+from nanonet.runtimes.errors import NanonetError  # noqa: E402
 from nanonet.runtimes.fsutil import atomic_write_text  # noqa: E402
 from nanonet.train.args import SUPERVISED_ONLY  # noqa: E402
 
@@ -423,4 +424,7 @@ def phases_markdown(results: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except NanonetError as e:  # e.g. a class with fewer training rows than --labels-per-class
+        raise SystemExit(f"error: {e}") from None

@@ -118,8 +118,10 @@ def check_start(
 
     On a set of few classes a head fitted on thousands of propagated labels can be as good
     as the student gets, and the steps may cost it a little; on many classes the steps add
-    points (docs/tuning.md). With 40 dev labels the run cannot tell which, but agreement on
-    up to a thousand unlabeled texts can."""
+    points. With 40 dev labels the run cannot tell which; on the tuning splits agreement
+    with the teacher could not either (the two states within a few texts of each other, and
+    a trained student that passes its teacher agrees with it less), so --check-texts is
+    off by default (docs/tuning.md)."""
     records = None
     if ctx.rank == 0:
         records = []

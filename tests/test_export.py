@@ -187,18 +187,21 @@ def test_runtime_runs_with_torch_blocked(bert_bundle):
     assert label in LABELS and n == "2"
 
 
-def _cli(*args: str):
+def _cli(*args: str, columns: int | None = None):
+    import os
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-m", "nanonet", *args], capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "COLUMNS": str(columns)} if columns else None
+    return subprocess.run([sys.executable, "-m", "nanonet", *args], capture_output=True, text=True, timeout=300, env=env)
 
 
 def test_cli_predict_streams_a_file_and_reports_malformed_lines(bert_bundle, tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_text('{"text": "w1 w2"}\nnot json\n{"text": ""}\n{"other": 1}\n{"text": "w50 w51 w52"}\n')
     out = tmp_path / "out.jsonl"
-    done = _cli("predict", str(bert_bundle[1]), "--input", str(src), "--output", str(out), "--batch-size", "1")
+    # A narrow terminal must not split a warning across lines: scripts grep stderr.
+    done = _cli("predict", str(bert_bundle[1]), "--input", str(src), "--output", str(out), "--batch-size", "1", columns=40)
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["line"] for r in rows] == [1, 2, 3, 4, 5]

@@ -21,7 +21,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 stdout = Console()
-err = Console(stderr=True)
+# Warnings and errors stay one line each whatever the terminal width: scripts grep them.
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _version(value: bool) -> None:

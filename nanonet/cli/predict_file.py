@@ -31,7 +31,7 @@ def predict_file(
     progress: bool = True,
     console: Console | None = None,
 ) -> dict:
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, soft_wrap=True)
     total = os.path.getsize(input) if Path(input).is_file() else 0
     summary = {"input": input, "output": output, "lines": 0, "predicted": 0, "malformed": 0, "truncated": 0}
     truncated_before = clf.stats.truncated

@@ -202,6 +202,8 @@ VARIANTS["defaults, the students distil nothing from the teacher (their labels a
 VARIANTS["defaults, a tenth of the pool (at most 1,000 texts) held out to keep each student as it starts or as trained"] = {
     "check_texts": 1000
 }
+VARIANTS["defaults, a student of four layers (0,1,4,5)"] = {"student_layers": [[0, 1, 4, 5]]}
+VARIANTS["defaults, the teacher the mean of two contrastive phases (a model soup)"] = {"contrastive_soup": 2}
 RENAMED = {  # names the first runs were recorded under
     "no-contrastive": "v1",
     "default": "v1 +contrastive +heads",

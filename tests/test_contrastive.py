@@ -165,3 +165,37 @@ def test_the_steps_end_once_the_loss_is_within_the_gap_of_its_floor(tiny_bert_di
     assert run(0.0)["steps_run"] == 6  # off: every step
     assert run(1e-9)["steps_run"] == 6  # a random tiny teacher is nowhere near collapsed classes
     assert run(100.0)["steps_run"] == 1  # any loss is within 100 of the floor: the first step ends it
+
+
+def test_a_soup_is_the_mean_of_its_ingredients_with_a_head_fitted_on_it(tiny_bert_dir):
+    from types import SimpleNamespace
+
+    from nanonet.train.trainer import soup
+
+    teacher, lab, y = _tiny_phase(tiny_bert_dir, [0, 0, 1, 1, 2, 2])
+    g = torch.Generator().manual_seed(0)
+    first = teacher.encoder.state_dict()
+    ingredients = [{k: v + torch.randn(v.shape, generator=g) if v.is_floating_point() else v for k, v in first.items()} for _ in range(2)]
+    summaries = [{"steps_run": 3, "loss_last": 1.0, "seconds": 1.0}, {"steps_run": 5, "loss_last": 0.5, "seconds": 2.0}]
+    data = SimpleNamespace(teacher_lab=lab, teacher_lab_y=y, num_classes=3)
+    args = SimpleNamespace(eval_tokens=4096)
+    summary = soup(teacher, ingredients, summaries, data, args, SimpleNamespace(device=torch.device("cpu")))
+    weight = "layers.2.fc1.weight"
+    got = teacher.encoder.state_dict()[weight]
+    assert torch.allclose(got, 0.5 * (ingredients[0][weight] + ingredients[1][weight]))
+    assert not torch.allclose(got, ingredients[0][weight])
+    assert summary["soup"] == 2 and summary["steps_run"] == 8 and summary["loss_last"] == [1.0, 0.5]
+    fresh = type(teacher)(teacher.encoder, 3, teacher.pooling)  # the head fitted on the mean's embeddings, not an ingredient's
+    from nanonet.train.heads import fit_member_head
+
+    fit_member_head(fresh, lab, y, 3, 4096, torch.device("cpu"))
+    assert torch.allclose(teacher.head.weight, fresh.head.weight, atol=1e-5)
+
+
+def test_a_run_with_a_soup_adapts_twice_and_resumes_bitwise(tiny_data, tiny_bert_dir, tmp_path):
+    report = train(tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, contrastive_steps=3, contrastive_soup=2), progress=False)
+    c = report["contrastive"]
+    assert c["soup"] == 2 and c["steps_run"] == 6 and len(c["loss_last"]) == 2
+    assert c["loss_last"][0] != c["loss_last"][1]  # other dropout draws: two different ingredients
+    whole, resumed = interrupted_then_resumed(tiny_data, tiny_bert_dir, tmp_path, 6, contrastive_steps=3, contrastive_soup=2)
+    assert comparable(resumed) == comparable(whole)

@@ -96,6 +96,8 @@ class TrainArgs:
     """AdamW learning rate of the contrastive steps (1e-4 reaches the loss's floor in half the steps of 5e-5; chosen on dev, docs/tuning.md)."""
     contrastive_temperature: float = 0.1
     """Temperature of the supervised contrastive loss."""
+    contrastive_soup: int = 1
+    """The contrastive phase runs this many times from the same pretrained weights (other dropout draws) and the teacher takes the mean of the adapted weights (a model soup); 1: once."""
     contrastive_tokens: int = 8192
     """Token budget of a contrastive batch of labeled texts (more tokens: more same-class pairs per step)."""
     students_from: str = "adapted"
@@ -251,6 +253,8 @@ class TrainArgs:
             raise bad("contrastive_steps", "must be >= 0")
         if self.contrastive_stop_gap < 0:
             raise bad("contrastive_stop_gap", "must be >= 0")
+        if self.contrastive_soup < 1:
+            raise bad("contrastive_soup", "must be >= 1")
         if self.contrastive_temperature <= 0:
             raise bad("contrastive_temperature", "must be > 0")
         if self.eval_every < 1:

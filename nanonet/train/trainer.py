@@ -313,27 +313,57 @@ def adapt(teacher: NanoClassifier, data: Data, args: TrainArgs, ctx: dist.Contex
     path = Path(args.out) / ADAPTED
     if args.resume and path.is_file():
         return load_adapted(teacher, path)
-    with phase_bar(show, "adapt teacher", args.contrastive_steps, "contrastive steps") as advance:
-        summary = adapt_teacher(
-            teacher,
-            data.teacher_lab,
-            data.teacher_lab_y,
-            data.num_classes,
-            args.contrastive_steps,
-            args.contrastive_lr,
-            args.contrastive_temperature,
-            args.contrastive_tokens,
-            args.eval_tokens,
-            args.seed,
-            ctx.device,
-            advance,
-            args.contrastive_stop_gap,
-        )
+    pretrained = {k: v.detach().clone() for k, v in teacher.encoder.state_dict().items()} if args.contrastive_soup > 1 else None
+    adapted, summaries = [], []
+    with phase_bar(show, "adapt teacher", args.contrastive_steps * args.contrastive_soup, "contrastive steps") as advance:
+        for ingredient in range(args.contrastive_soup):
+            if ingredient:
+                teacher.encoder.load_state_dict(pretrained)  # each ingredient starts where the first did
+            summaries.append(
+                adapt_teacher(
+                    teacher,
+                    data.teacher_lab,
+                    data.teacher_lab_y,
+                    data.num_classes,
+                    args.contrastive_steps,
+                    args.contrastive_lr,
+                    args.contrastive_temperature,
+                    args.contrastive_tokens,
+                    args.eval_tokens,
+                    args.seed + ingredient,
+                    ctx.device,
+                    advance,
+                    args.contrastive_stop_gap,
+                )
+            )
+            if pretrained is not None:
+                adapted.append({k: v.detach().clone() for k, v in teacher.encoder.state_dict().items()})
+    summary = summaries[0] if pretrained is None else soup(teacher, adapted, summaries, data, args, ctx)
     dist.broadcast_module(teacher, ctx)
     if ctx.rank == 0:
         save_adapted(teacher, summary, path)
     dist.barrier(ctx)
     return summary
+
+
+def soup(teacher: NanoClassifier, adapted: list[dict], summaries: list[dict], data: Data, args: TrainArgs, ctx: dist.Context) -> dict:
+    """--contrastive-soup: the teacher's encoder becomes the mean of its adapted copies
+    (a model soup, Wortsman et al. 2022: copies fine-tuned from the same weights average
+    without leaving their basin), and its head is fitted again on the mean's embeddings.
+    Returns the first copy's summary with the totals of all."""
+    mean = {
+        k: torch.stack([a[k].float() for a in adapted]).mean(0).to(v.dtype) if v.is_floating_point() else v for k, v in adapted[0].items()
+    }
+    teacher.encoder.load_state_dict(mean)
+    head_loss = fit_member_head(teacher, data.teacher_lab, data.teacher_lab_y, data.num_classes, args.eval_tokens, ctx.device)
+    return {
+        **summaries[0],
+        "soup": len(adapted),
+        "steps_run": sum(s["steps_run"] for s in summaries),
+        "loss_last": [s["loss_last"] for s in summaries],
+        "head_loss": round(head_loss, 4),
+        "seconds": round(sum(s["seconds"] for s in summaries), 1),
+    }
 
 
 def save_adapted(teacher: NanoClassifier, summary: dict, path: Path) -> None:

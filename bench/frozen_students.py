@@ -4,9 +4,10 @@ A default run copies the student's layers from the adapted teacher and fits its 
 labels plus every propagated label before its first step (docs/method.md). This script
 builds that starting point for several layer choices (nine of 3 layers, or those of
 --layers) of the same adapted teacher, from one pass over the pool (each student runs only
-the layers it does not share with the teacher's first ones), and scores each on the set's tuning split (bench/tuning.py's
-directories; test files are never read). Beside a tuning run of the defaults it tells how
-much the student's steps add to where its frozen layers start.
+the layers it does not share with the teacher's first ones), and scores each on the set's
+tuning split (bench/tuning.py's directories; test files are never read). Beside a tuning
+run of the defaults it tells how much the student's steps add to where its frozen layers
+start.
 
     python bench/frozen_students.py --sets yahoo_answers --seeds 2
     python bench/frozen_students.py --sets ag_news --seeds 1 --layers "0,1,5;0,1,4,5"
@@ -98,11 +99,11 @@ def main() -> None:
     ap.add_argument("--redo", action="store_true")
     args = ap.parse_args()
     choices = [list(map(int, c.split(","))) for c in args.layers.split(";")] if args.layers else list(LAYERS)
+    wanted = {",".join(map(str, c)) for c in choices}
     runs = json.loads(OUT.read_text())["runs"] if OUT.is_file() else []
     for name in args.sets.split(","):
         for seed in map(int, args.seeds.split(",")):
             before = next((r for r in runs if (r["set"], r["seed"]) == (name, seed)), None)
-            wanted = {",".join(map(str, c)) for c in choices}
             if not args.redo and before and wanted <= set(before["students"]):
                 continue
             run = starting_points(name, seed, args.labels_per_class, args.threads, choices)

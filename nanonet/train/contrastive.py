@@ -75,6 +75,7 @@ def adapt_teacher(
     device: torch.device,
     advance: Advance | None = None,
     stop_gap: float = 0.0,
+    fit_head: bool = True,
 ) -> dict:
     """`steps` AdamW steps of the supervised contrastive loss on every encoder parameter
     (linear warm-up over a tenth, then linear decay), then the head fitted on the new
@@ -116,7 +117,7 @@ def adapt_teacher(
     for p, w in zip(params, was):
         p.grad = None
         p.requires_grad_(w)
-    head_loss = fit_member_head(teacher, lab, lab_y, num_classes, eval_tokens, device)
+    head_loss = fit_member_head(teacher, lab, lab_y, num_classes, eval_tokens, device) if fit_head else None
     return {
         "steps": steps,
         "steps_run": skipped + len(losses),  # each step run either skipped or left a loss
@@ -124,6 +125,6 @@ def adapt_teacher(
         "trained_parameters": sum(p.numel() for p in params),
         "loss_first": round(losses[0], 4) if losses else None,
         "loss_last": round(losses[-1], 4) if losses else None,
-        "head_loss": round(head_loss, 4),
+        "head_loss": round(head_loss, 4) if fit_head else None,
         "seconds": round(time.perf_counter() - tic, 1),
     }

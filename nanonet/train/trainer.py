@@ -313,32 +313,34 @@ def adapt(teacher: NanoClassifier, data: Data, args: TrainArgs, ctx: dist.Contex
     path = Path(args.out) / ADAPTED
     if args.resume and path.is_file():
         return load_adapted(teacher, path)
-    pretrained = {k: v.detach().clone() for k, v in teacher.encoder.state_dict().items()} if args.contrastive_soup > 1 else None
+    souped = args.contrastive_soup > 1
+    pretrained = {k: v.detach().clone() for k, v in teacher.encoder.state_dict().items()} if souped else None
     adapted, summaries = [], []
     with phase_bar(show, "adapt teacher", args.contrastive_steps * args.contrastive_soup, "contrastive steps") as advance:
         for ingredient in range(args.contrastive_soup):
             if ingredient:
                 teacher.encoder.load_state_dict(pretrained)  # each ingredient starts where the first did
-            summaries.append(
-                adapt_teacher(
-                    teacher,
-                    data.teacher_lab,
-                    data.teacher_lab_y,
-                    data.num_classes,
-                    args.contrastive_steps,
-                    args.contrastive_lr,
-                    args.contrastive_temperature,
-                    args.contrastive_tokens,
-                    args.eval_tokens,
-                    args.seed + ingredient,
-                    ctx.device,
-                    advance,
-                    args.contrastive_stop_gap,
-                )
+            summary = adapt_teacher(
+                teacher,
+                data.teacher_lab,
+                data.teacher_lab_y,
+                data.num_classes,
+                args.contrastive_steps,
+                args.contrastive_lr,
+                args.contrastive_temperature,
+                args.contrastive_tokens,
+                args.eval_tokens,
+                args.seed + ingredient,
+                ctx.device,
+                advance,
+                args.contrastive_stop_gap,
+                fit_head=not souped,  # a soup's head is fitted once, on the mean
             )
-            if pretrained is not None:
+            summaries.append(summary)
+            if souped:
                 adapted.append({k: v.detach().clone() for k, v in teacher.encoder.state_dict().items()})
-    summary = summaries[0] if pretrained is None else soup(teacher, adapted, summaries, data, args, ctx)
+    if souped:
+        summary = soup(teacher, adapted, summaries, data, args, ctx)
     dist.broadcast_module(teacher, ctx)
     if ctx.rank == 0:
         save_adapted(teacher, summary, path)

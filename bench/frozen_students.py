@@ -20,25 +20,20 @@ printed: tuning-dev accuracy (%) of the teacher and of each student before its f
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("NANONET_NO_PROGRESS", "1")
 
 import torch  # noqa: E402
-from tuning import DATA, tuning_dir  # noqa: E402  (bench/tuning.py, beside this file)
+from _adapted import adapted_run  # noqa: E402  (bench/_adapted.py, beside this file)
 
 from nanonet.model.checkpoint import make_student  # noqa: E402
 from nanonet.model.encoder import NanoClassifier  # noqa: E402
-from nanonet.model.hf import load_pretrained  # noqa: E402
 from nanonet.runtimes.fsutil import atomic_write_text  # noqa: E402
-from nanonet.train import TrainArgs, trainer  # noqa: E402
-from nanonet.train import distributed as dist  # noqa: E402
+from nanonet.train import trainer  # noqa: E402
 from nanonet.train.evaluate import embed_with_branches  # noqa: E402
 from nanonet.train.selection import Member  # noqa: E402
 
@@ -55,19 +50,8 @@ def starting_points(name: str, seed: int, labels_per_class: int, threads: int, c
     """The adapted teacher of a default run, and each student as it would start: its head
     fitted on its labels plus every propagated label, scored on the tuning split."""
     tic = time.perf_counter()
-    out = tempfile.mkdtemp(prefix="nanonet-frozen-")  # the adapted teacher is saved there, as in a run; removed below
-    args = TrainArgs(data=str(tuning_dir(name, DATA)), out=out, labels_per_class=labels_per_class, seed=seed, threads=threads)
-    args.validate()
-    args = dataclasses.replace(args, eval_tokens=4096)
-    torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    ctx = dist.setup()
-    splits, _ = trainer.draw_splits(args)
-    src = load_pretrained(args.teacher)
-    trainer.cap_length(src, args.max_length)
-    data = trainer.tokenize_splits(args, splits, src)
-    members, _ = trainer.build_cohort(args, src, data.num_classes, ctx)
-    trainer.adapt(members[0].model, data, args, ctx)
+    run = adapted_run(name, seed, labels_per_class, threads)
+    args, ctx, splits, src, data, members = run.args, run.ctx, run.splits, run.src, run.data, run.members
     teacher, cpu = members[0].model, torch.device("cpu")
     students = [
         Member(f"student {i}", NanoClassifier(make_student(teacher.encoder, layers), data.num_classes, src.pooling), layers, None)
@@ -84,7 +68,6 @@ def starting_points(name: str, seed: int, labels_per_class: int, threads: int, c
     result = {"set": name, "seed": seed, "teacher": accuracy(teacher, tune, gold), "students": {}}
     for layers, student, student_tune in zip(choices, models, students_tune):
         result["students"][",".join(map(str, layers))] = accuracy(student, student_tune, gold)
-    shutil.rmtree(out, ignore_errors=True)
     result["seconds"] = round(time.perf_counter() - tic, 1)
     return result
 

@@ -6,11 +6,11 @@ embeddings. This script builds that point for a set and seed (bench/tuning.py's
 directories; test files are never read) and refits both heads on other labels for the
 pool, scoring each on the tuning split:
 
-  - none: the labels alone (what label propagation adds);
-  - propagated: the default (and with other --graph-k / --graph-alpha values);
-  - gold: the pool's own labels from the train file, which no run sees. No labelling of
-    the pool can do better than this with the same embeddings, so the distance from the
-    default to it bounds what better pseudo-labels can buy.
+  - none: the member's own labels alone (the teacher's include the selection labels);
+  - propagated: the default (and with other graph_k / graph_alpha values);
+  - gold: the pool's own labels from the train file, which no run sees: about the most
+    any labelling of the pool can give the same embeddings, so the distance from the
+    default to it says what better pseudo-labels could buy.
 
 It also reports the share of the pool whose propagated label is right.
 
@@ -63,6 +63,11 @@ def pool_gold(name: str, splits) -> torch.Tensor:
     """The train file's labels of the pool: the pool is train's rows less the drawn ones, in
     file order, so it is matched to the file as a subsequence."""
     train = load_tables(str(tuning_dir(name, DATA)))["train"]
+    labels_of: dict[str, set[str]] = {}
+    for text, label in zip(train.texts, train.labels):
+        labels_of.setdefault(text, set()).add(label)
+    if any(len(labels) > 1 for labels in labels_of.values()):  # the match by text could take the other row's label
+        raise SystemExit(f"{name}: the train file holds a text under two labels; the pool's labels are ambiguous")
     gold, j = [], 0
     for text, label in zip(train.texts, train.labels):
         if j < len(splits.unlabeled_texts) and text == splits.unlabeled_texts[j]:
@@ -107,7 +112,7 @@ def ceiling(name: str, seed: int, labels_per_class: int, threads: int) -> dict:
     for label, graph in GRAPHS.items():
         k, alpha = graph.get("k", args.graph_k), graph.get("alpha", args.graph_alpha)
         targets = propagate(members["teacher"].labeled, data.teacher_lab_y, pool, data.num_classes, k=k, alpha=alpha)
-        labellings[label] = most_certain_per_class(targets, 1.0)  # as a run's heads take them: every text the graph reached
+        labellings[label] = most_certain_per_class(targets, args.pseudo_head_share)  # as a run's heads take them
         pool_accuracy[label] = round(100 * float((targets.probs.argmax(-1) == gold_pool).float().mean()), 2)
     accuracy = {
         m: {label: probe_accuracy(e, labels, gold_tune, data.num_classes) for label, labels in labellings.items()}

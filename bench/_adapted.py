@@ -21,6 +21,7 @@ from nanonet.data.splits import Splits
 from nanonet.model.hf import Pretrained, load_pretrained
 from nanonet.train import TrainArgs, trainer
 from nanonet.train import distributed as dist
+from nanonet.train.evaluate import eval_tokens_for
 from nanonet.train.selection import Member
 
 
@@ -39,10 +40,10 @@ def adapted_run(name: str, seed: int, labels_per_class: int, threads: int) -> Ad
     out = tempfile.mkdtemp(prefix="nanonet-adapted-")  # the adapted teacher is saved there, as in a run; removed below
     args = TrainArgs(data=str(tuning_dir(name, DATA)), out=out, labels_per_class=labels_per_class, seed=seed, threads=threads)
     args.validate()
-    args = dataclasses.replace(args, eval_tokens=4096)
+    ctx = dist.setup()
+    args = dataclasses.replace(args, eval_tokens=eval_tokens_for(ctx.device))  # as train() resolves it
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    ctx = dist.setup()
     splits, _ = trainer.draw_splits(args)
     src = load_pretrained(args.teacher)
     trainer.cap_length(src, args.max_length)

@@ -4,6 +4,7 @@ head fit, what the phase changes (the teacher) and what it leaves alone (the stu
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 
@@ -15,7 +16,8 @@ from nanonet.model.checkpoint import load_checkpoint  # noqa: E402
 from nanonet.model.hf import load_pretrained  # noqa: E402
 from nanonet.train import train  # noqa: E402
 from nanonet.train.contrastive import supervised_contrastive  # noqa: E402
-from nanonet.train.heads import fit_head  # noqa: E402
+from nanonet.train.heads import fit_head, fit_member_head  # noqa: E402
+from nanonet.train.trainer import soup  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -168,10 +170,6 @@ def test_the_steps_end_once_the_loss_is_within_the_gap_of_its_floor(tiny_bert_di
 
 
 def test_a_soup_is_the_mean_of_its_ingredients_with_a_head_fitted_on_it(tiny_bert_dir):
-    from types import SimpleNamespace
-
-    from nanonet.train.trainer import soup
-
     teacher, lab, y = _tiny_phase(tiny_bert_dir, [0, 0, 1, 1, 2, 2])
     g = torch.Generator().manual_seed(0)
     first = teacher.encoder.state_dict()
@@ -186,8 +184,6 @@ def test_a_soup_is_the_mean_of_its_ingredients_with_a_head_fitted_on_it(tiny_ber
     assert not torch.allclose(got, ingredients[0][weight])
     assert summary["soup"] == 2 and summary["steps_run"] == 8 and summary["loss_last"] == [1.0, 0.5]
     fresh = type(teacher)(teacher.encoder, 3, teacher.pooling)  # the head fitted on the mean's embeddings, not an ingredient's
-    from nanonet.train.heads import fit_member_head
-
     fit_member_head(fresh, lab, y, 3, 4096, torch.device("cpu"))
     assert torch.allclose(teacher.head.weight, fresh.head.weight, atol=1e-5)
 

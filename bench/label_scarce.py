@@ -4,8 +4,9 @@ Every row of a set and seed trains on the same labeled rows: nanonet's own draw
 (nanonet.data.splits.label_scarce), written out for the peers, whose reported sha256 of
 those rows is checked against nanonet's. Rows:
   - SetFit (all-MiniLM-L6-v2 body, the packaged copy), at SetFit's default training
-    arguments, on the N labels per class; and on the same rows plus the N per class that
-    nanonet uses for model selection ("training + selection rows"), so both see as many labels
+    arguments, on the N labels per class; and, when nanonet's runs hold labels for model
+    selection (--dev-per-class; none by default), on the same rows plus those ("training +
+    selection rows"), so both see as many labels
   - model2vec: a static model distilled from the same body, plus logistic regression
   - the teacher, supervised only (all parameters), and the 0,2,4 student, supervised only (bias)
   - NanoNet (default settings): its chosen student, which ships, and its cohort's teacher;
@@ -100,6 +101,8 @@ def main() -> None:
             for row in rows:
                 if not args.redo and _done(name, row, seed, n):
                     continue
+                if row in PEER_ROWS and PEER_ROWS[row][1] and not splits.dev_texts:
+                    continue  # nanonet holds no selection rows: the plain row has the same labels
                 if row in NANONET_ROWS:
                     runs = nanonet_runs(name, row, seed, splits, args)
                 else:
@@ -278,7 +281,7 @@ def peer_run(name: str, row: str, seed: int, splits: Splits, args) -> dict:
         labeled = write_jsonl(t / "labeled.jsonl", rows)
         test = write_jsonl(t / "test.jsonl", [{"text": x, "label": splits.labels[i]} for x, i in zip(splits.test_texts, splits.test_ids)])
         cmd = [str(args.bench_python), str(HERE / "peers.py"), "--peer", peer, "--train", str(labeled), "--test", str(test)]
-        if not with_selection:
+        if not with_selection and splits.dev_texts:  # scored on nanonet's selection rows, when it holds any
             dev = write_jsonl(t / "dev.jsonl", [{"text": x, "label": splits.labels[i]} for x, i in zip(splits.dev_texts, splits.dev_ids)])
             cmd += ["--dev", str(dev)]
         cmd += [*flags, "--threads", str(args.threads), "--seed", str(seed), "--out", str(t / "result.json")]

@@ -6,8 +6,9 @@ built from ../shared/data with a fixed seed):
     set, and the run draws from the remaining 4,600 rows;
   - yahoo_answers and hwu64: the run draws from train, and their dev file is the tuning set.
 The tuning set stands where a run looks for test, so `report["teacher"/"students"]["test"]`
-is tuning-dev accuracy. Each run itself still sees only its N labels per class plus N per
-class held out from train for its own model selection, as a user's run would.
+is tuning-dev accuracy. Each run itself sees only its N labels per class, as a user's run
+would (the variants before "no selection labels" also held N per class for selection,
+from the dev file or out of train, as the defaults then did).
 
     python bench/tuning.py --sets hwu64 --seeds 1 --variants "v1;defaults"
     python bench/tuning.py --list                       # the variants
@@ -204,6 +205,12 @@ VARIANTS["defaults, a tenth of the pool (at most 1,000 texts) held out to keep e
 }
 VARIANTS["defaults, a student of four layers (0,1,4,5)"] = {"student_layers": [[0, 1, 4, 5]]}
 VARIANTS["defaults, the teacher the mean of two contrastive phases (a model soup)"] = {"contrastive_soup": 2}
+NO_SELECTION = "defaults, 20 labels per class and none held for selection (the same 20 per class seen)"
+VARIANTS[NO_SELECTION] = {"labels_per_class": 20, "dev_per_class": 0}
+# The last became the default (no labels held for selection): every variant before it held
+# N per class (from the dev file, or out of train), which the teacher also learned.
+for _name in [n for n in VARIANTS if n not in (NO_SELECTION, "defaults")]:
+    VARIANTS[_name] = {"dev_per_class": None, **VARIANTS[_name]}
 RENAMED = {  # names the first runs were recorded under
     "no-contrastive": "v1",
     "default": "v1 +contrastive +heads",
@@ -286,7 +293,7 @@ def summarise_run(name: str, variant: str, seed: int, report: dict) -> dict:
         "seed": seed,
         "student_tune_dev": round(100 * chosen["test"]["accuracy"], 2),
         "teacher_tune_dev": round(100 * report["teacher"]["test"]["accuracy"], 2),
-        "student_run_dev": round(100 * chosen["dev"]["accuracy"], 2),
+        "student_run_dev": None if chosen["dev"]["accuracy"] is None else round(100 * chosen["dev"]["accuracy"], 2),
         "seconds": report["training"]["seconds"],
         "steps": report["training"]["steps"],
         "phases": report["training"].get("phases"),

@@ -152,7 +152,7 @@ def test_draw_is_exactly_n_per_class_and_seeded(tiny_data):
     tables = load_tables(str(tiny_data))
     a = label_scarce(tables, 5, seed=1)
     assert sorted(np.bincount(a.labeled_ids).tolist()) == [5, 5, 5]
-    assert a.labels == ["alpha", "beta", "gamma"] and a.dev_source == "dev"
+    assert a.labels == ["alpha", "beta", "gamma"] and a.dev_source == "none"  # by default nothing is held for selection
     assert len(a.unlabeled_texts) == 3 * 40 - 15
     assert not set(a.labeled_texts) & set(a.unlabeled_texts)  # labels of the rest stay hidden
     b = label_scarce(tables, 5, seed=1)
@@ -164,14 +164,14 @@ def test_draw_is_exactly_n_per_class_and_seeded(tiny_data):
 def test_dev_file_gives_at_most_n_per_class_for_selection(tiny_data):
     tables = load_tables(str(tiny_data))
     dev_file = list(zip(tables["dev"].texts, tables["dev"].labels))
-    a = label_scarce(tables, 5, seed=1)
+    a = label_scarce(tables, 5, seed=1, dev_per_class=None)  # None: N per class
     assert a.dev_source == "dev" and a.dev_per_class == 5
     assert np.bincount(a.dev_ids).tolist() == [5, 5, 5]  # not the file's 8 per class
     names = [a.labels[i] for i in a.dev_ids]
     assert set(zip(a.dev_texts, names)) <= set(dev_file)  # rows of the dev file, labels kept
     assert a.summary()["labeled_seen"] == 15 + 15
-    assert label_scarce(tables, 5, seed=1).dev_texts == a.dev_texts
-    assert label_scarce(tables, 5, seed=2).dev_texts != a.dev_texts
+    assert label_scarce(tables, 5, seed=1, dev_per_class=5).dev_texts == a.dev_texts
+    assert label_scarce(tables, 5, seed=2, dev_per_class=5).dev_texts != a.dev_texts
     everything = label_scarce(tables, 5, seed=1, dev_per_class=100)  # more than the file holds: all of it
     assert sorted(everything.dev_texts) == sorted(t for t, _ in dev_file)
     # the training draw does not depend on how much of the dev file selection takes
@@ -184,6 +184,23 @@ def test_dev_held_out_from_train_when_missing(tiny_data):
     assert s.dev_source == "held out from train" and s.dev_per_class == 3
     assert sorted(np.bincount(s.dev_ids).tolist()) == [3, 3, 3]
     assert not set(s.dev_texts) & (set(s.unlabeled_texts) | set(s.labeled_texts))
+
+
+def test_no_selection_labels_leaves_dev_empty_and_the_training_draw_as_it_was(tiny_data):
+    tables = load_tables(str(tiny_data))
+    with_dev = label_scarce(tables, 5, seed=1, dev_per_class=5)
+    none = label_scarce(tables, 5, seed=1)  # the default holds none
+    assert none.dev_per_class == 0
+    assert (none.dev_texts, none.dev_ids, none.dev_source) == ([], [], "none")
+    assert none.summary()["labeled_seen"] == 15  # the training labels alone
+    assert (none.labeled_texts, none.labeled_ids) == (with_dev.labeled_texts, with_dev.labeled_ids)
+    (tiny_data / "dev.jsonl").unlink()  # without a dev file nothing is held out of train either
+    tables = load_tables(str(tiny_data))
+    held = label_scarce(tables, 5, seed=1, dev_per_class=5)
+    none = label_scarce(tables, 5, seed=1, dev_per_class=0)
+    assert none.dev_texts == [] and none.labeled_texts == held.labeled_texts
+    assert len(none.unlabeled_texts) == len(tables["train"].texts) - 15  # the rows selection would have held out stay in the pool
+    assert set(held.dev_texts) <= set(none.unlabeled_texts)
 
 
 def test_unlabeled_cap_draws_a_seeded_subset_in_pool_order(tiny_data):

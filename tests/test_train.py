@@ -473,6 +473,19 @@ def test_unusable_attention_backend_is_a_clear_error(tiny_data, tiny_bert_dir, t
         train(tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, attention="magic"), progress=False)
 
 
+def test_a_run_without_selection_labels_keeps_final_states_and_chooses_by_agreement(tiny_data, tiny_bert_dir, tmp_path):
+    report = train(tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, dev_per_class=0), progress=False)
+    assert report["data"]["dev"] == 0 and report["data"]["labeled_seen"] == 12  # 4 per class, 3 classes, nothing held for selection
+    assert all(not h.get("dev") for h in report["history"])  # no dev check ran
+    for member in [report["teacher"], *report["students"]]:
+        assert member["dev"] == {"accuracy": None, "macro_f1": None}
+        assert member["test"]["accuracy"] is not None
+    selection = report["selection"]
+    assert selection["tied_on_dev"] == [0, 1]  # nothing to tell them apart but the teacher
+    agreement = selection["teacher_agreement"]
+    assert report["chosen_student"] == max((0, 1), key=lambda i: (agreement[str(i)], -i))
+
+
 def test_few_steps_still_train_the_students(tiny_data, tiny_bert_dir, tmp_path):
     """A run shorter than the teacher warm-up still gives the students half the steps."""
     report = train(tiny_args(tiny_data, tmp_path / "run", tiny_bert_dir, steps=4, eval_every=2, teacher_warmup_steps=30), progress=False)

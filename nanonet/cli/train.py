@@ -32,10 +32,11 @@ def train(
     test: Optional[str] = typer.Option(None, "--test", help="With --labeled: labeled rows to report test figures on."),
     out: str = typer.Option(..., "--out", help="Run directory (student/, teacher/, report.json)."),
     labels_per_class: int = typer.Option(10, "--labels-per-class", help="N labeled examples drawn per class."),
-    dev_per_class: Optional[int] = typer.Option(
-        None,
+    dev_per_class: int = typer.Option(
+        0,
         "--dev-per-class",
-        help="Labeled examples per class for model selection, from the dev file or held out from train (default: N).",
+        help="Labeled examples per class held for model selection, from the dev file or held out from train "
+        "(default 0: every label trains, final states ship).",
     ),
     seed: int = typer.Option(1, "--seed"),
     teacher: str = typer.Option("sentence-transformers/all-MiniLM-L6-v2", "--teacher", help="Teacher checkpoint, hub id or the default."),
@@ -76,7 +77,7 @@ def train(
         "--teacher-warmup-steps",
         help="Steps the teacher trains alone in the cohort before the students start (0: the adapted teacher is final).",
     ),
-    eval_every: int = typer.Option(25, "--eval-every", help="Dev evaluation and resume state every M steps."),
+    eval_every: int = typer.Option(25, "--eval-every", help="Resume state, and dev evaluation when there are dev labels, every M steps."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Students' encoder learning rate (default 3e-3 for bias, 5e-5 for all)."),
     teacher_lr: Optional[float] = typer.Option(None, "--teacher-lr", help="Teacher's encoder learning rate (same defaults)."),
     graph_weight: float = typer.Option(1.0, "--graph-weight", help="Teacher's loss on labels propagated over the unlabeled pool (0: off)."),
@@ -229,7 +230,11 @@ def _print_train_report(report: dict, out: str) -> None:
             f"{pct(r['test']['accuracy'])} / {pct(r['test']['macro_f1'])}",
             f"{r['trainable_parameters'] / 1e3:,.1f}K / {r['parameters'] / 1e6:,.1f}M",
         )
-    table.caption = "* the chosen student (best dev accuracy; a lead within the dev set's noise goes to the one agreeing most with the teacher), saved to RUN/student"
+    table.caption = (
+        "* the chosen student (best dev accuracy; a lead within the dev set's noise goes to the one agreeing most with the teacher), saved to RUN/student"
+        if report["data"]["dev"]
+        else "* the chosen student (no dev labels: the one agreeing most with the teacher on unlabeled text), saved to RUN/student"
+    )
     stdout.print(table)
     t, d = report["training"], report["data"]
     stdout.print(

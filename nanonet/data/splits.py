@@ -1,10 +1,10 @@
 """The label-scarce protocol: N labeled examples per class from train, the rest unlabeled.
 
-Model selection sees as few labels as training: by default N per class, drawn by seed
-from the dev file when there is one, else held out from train (never from the labeled
-examples). A user with N labels per class has no large dev set, so a run that used all
-of one would count labels it was not given; `dev_per_class` raises the number, and the
-report states every labeled example a run saw. Evaluation uses test when given.
+A user with N labels per class has no dev set, so by default a run holds none for model
+selection: every label it is given trains, as SetFit's do. `dev_per_class` M holds M per
+class, drawn by seed from the dev file when there is one, else held out from train
+(never from the labeled examples); the report states every labeled example a run saw,
+training and selection together. Evaluation uses test when given.
 """
 
 from __future__ import annotations
@@ -119,12 +119,13 @@ def _load_hub_dataset(name: str, text_col: str, label_col: str) -> dict[str, Tab
 
 
 def label_scarce(
-    tables: dict[str, Table], labels_per_class: int, seed: int, extra_unlabeled: list[str] | None = None, dev_per_class: int | None = None
+    tables: dict[str, Table], labels_per_class: int, seed: int, extra_unlabeled: list[str] | None = None, dev_per_class: int | None = 0
 ) -> Splits:
     """Draw N labeled examples per class from train with `seed`; the rest becomes unlabeled.
 
-    Dev holds `dev_per_class` (default N) examples per class: drawn by seed from the dev
-    split when there is one (all of a class that has fewer), else held out from train."""
+    Dev holds `dev_per_class` (None: N) examples per class for model selection: drawn by
+    seed from the dev split when there is one (all of a class that has fewer), else held
+    out from train. 0 (the default, as TrainArgs): none, and the dev split goes unread."""
     train = tables["train"]
     assert train.labels is not None
     classes = sorted(set(train.labels))
@@ -133,7 +134,7 @@ def label_scarce(
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[c] for c in train.labels])
     hold_dev = "dev" not in tables
-    dev_n = dev_per_class or labels_per_class
+    dev_n = labels_per_class if dev_per_class is None else dev_per_class
     per_dev = dev_n if hold_dev else 0
     rng = np.random.default_rng(seed)
     labeled, dev = [], []
@@ -156,7 +157,9 @@ def label_scarce(
                 raise NanonetError(f"{table.path}: row {row}: label '{label}' does not occur in train")
         return [index[label] for label in table.labels]
 
-    if hold_dev:
+    if not dev_n:
+        dev_texts, dev_ids = [], []
+    elif hold_dev:
         dev_texts, dev_ids = [train.texts[i] for i in dev], [int(y[i]) for i in dev]
     else:
         dev_texts, dev_ids = _draw_per_class(tables["dev"].texts, ids(tables["dev"]), dev_n, seed)
@@ -170,7 +173,7 @@ def label_scarce(
         dev_ids=dev_ids,
         test_texts=test.texts if test else [],
         test_ids=ids(test) if test else [],
-        dev_source="held out from train" if hold_dev else "dev",
+        dev_source="none" if not dev_n else "held out from train" if hold_dev else "dev",
         dev_per_class=dev_n,
     )
 

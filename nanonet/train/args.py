@@ -56,8 +56,8 @@ class TrainArgs:
     """Extra files of unlabeled text added to the unlabeled pool."""
     max_unlabeled: int | None = None
     """At most this many texts of the unlabeled pool (drawn by seed; None: all of it): label propagation and an epoch of the steps cost in proportion."""
-    dev_per_class: int | None = None
-    """Labeled examples per class for model selection (default N): drawn from the dev file, or held out from train without one."""
+    dev_per_class: int | None = 0
+    """Labeled examples per class held for model selection, drawn from the dev file or held out from train without one (None: N). 0, the default: every label the run is given trains, each member keeps its final state, and in a cohort the student agreeing most with the teacher ships."""
     students: int = 1
     """K: number of students in the cohort (1: one student, distilled from the teacher; 2 or more adds mutual learning and a choice between them)."""
     student_layers: list[list[int]] | None = None
@@ -189,8 +189,8 @@ class TrainArgs:
             raise bad("labels_per_class", "must be >= 1")
         if self.max_unlabeled is not None and self.max_unlabeled < 1:
             raise bad("max_unlabeled", "must be >= 1")
-        if self.dev_per_class is not None and self.dev_per_class < 1:
-            raise bad("dev_per_class", "must be >= 1")
+        if self.dev_per_class is not None and self.dev_per_class < 0:
+            raise bad("dev_per_class", "must be >= 0")
         if self.check_texts < 0:
             raise bad("check_texts", "must be >= 0")
         if self.students < 1:

@@ -40,8 +40,9 @@ def adapted_run(name: str, seed: int, labels_per_class: int, threads: int) -> Ad
     holding N per class for selection that its teacher learns too, as the defaults did when
     the results of the scripts that use this were recorded."""
     out = tempfile.mkdtemp(prefix="nanonet-adapted-")  # the adapted teacher is saved there, as in a run; removed below
-    settings = dict(labels_per_class=labels_per_class, dev_per_class=None, seed=seed, threads=threads)
-    args = TrainArgs(data=str(tuning_dir(name, DATA)), out=out, **settings)
+    args = TrainArgs(
+        data=str(tuning_dir(name, DATA)), out=out, labels_per_class=labels_per_class, dev_per_class=None, seed=seed, threads=threads
+    )
     args.validate()
     ctx = dist.setup()
     args = dataclasses.replace(args, eval_tokens=eval_tokens_for(ctx.device))  # as train() resolves it

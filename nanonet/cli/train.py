@@ -230,11 +230,12 @@ def _print_train_report(report: dict, out: str) -> None:
             f"{pct(r['test']['accuracy'])} / {pct(r['test']['macro_f1'])}",
             f"{r['trainable_parameters'] / 1e3:,.1f}K / {r['parameters'] / 1e6:,.1f}M",
         )
-    table.caption = (
-        "* the chosen student (best dev accuracy; a lead within the dev set's noise goes to the one agreeing most with the teacher), saved to RUN/student"
+    how = (
+        "best dev accuracy; a lead within the dev set's noise goes to the one agreeing most with the teacher"
         if report["data"]["dev"]
-        else "* the chosen student (no dev labels: the one agreeing most with the teacher on unlabeled text), saved to RUN/student"
+        else "no dev labels: the one agreeing most with the teacher on unlabeled text"
     )
+    table.caption = f"* the chosen student ({how}), saved to RUN/student"
     stdout.print(table)
     t, d = report["training"], report["data"]
     stdout.print(
